@@ -1,0 +1,38 @@
+"""The backend protocol: score whole prompts (every label of a prompt at once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol, Sequence
+
+from ..labels import Label
+from ..types import Prompt
+
+# Called after each scored batch with the prompts it held and their scores, so callers can
+# save work as it finishes (the resumable cache) and show progress.
+BatchCallback = Callable[[Sequence[Prompt], Sequence[Mapping[Label, float]]], None]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    kind: str                  # causal | classifier | seq2seq
+    model: str
+    dtype: str
+    device: str
+    max_length: int | None
+    params_total: int | None = None
+    params_non_embedding: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    info: BackendInfo
+
+    def fits(self, prompt: Prompt) -> bool:
+        """Whether the prompt and its longest continuation fit the model's context."""
+
+    def score(self, prompts: Sequence[Prompt], on_batch: BatchCallback | None = None) -> list[dict[Label, float]]:
+        """Per-label scores (log-probabilities or logits) for each prompt, in input order."""
+
+    def close(self) -> None:
+        """Release the model's memory before the next model of a sweep loads."""

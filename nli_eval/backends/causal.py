@@ -1,0 +1,245 @@
+"""Causal LM scoring: one context pass per prompt scores every label word.
+
+The context runs once; single-token label words are read from its last position, and
+multi-token ones continue from the context's cached keys and values, so each label's
+log-probability is exact (summed over its tokens). Only scored positions are projected
+to the vocabulary. Tokenization follows lm-evaluation-harness: trailing spaces of the
+context move into the continuation, and context+continuation is encoded together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..errors import ModelError
+from ..labels import Label
+from ..types import Prompt
+from .base import BackendInfo, BatchCallback
+
+
+@dataclass(frozen=True)
+class Encoded:
+    context: tuple[int, ...]
+    options: Mapping[Label, tuple[int, ...]]
+
+    @property
+    def length(self) -> int:
+        return len(self.context) + max(len(o) for o in self.options.values())
+
+
+def split_context(context: str, continuation: str) -> tuple[str, str]:
+    """Move the context's trailing whitespace into the continuation (lm-eval's convention)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        return context[:-n_spaces], context[-n_spaces:] + continuation
+    return context, continuation
+
+
+def is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "out of memory" in text or "cannot allocate memory" in text or type(exc).__name__ == "OutOfMemoryError"
+
+
+class CausalLMBackend:
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
+                 max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
+                 params: tuple[int, int] | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        config = model.config
+        self.max_length = max_length or _context_length(config, tokenizer)
+        model_type = str(getattr(config, "model_type", ""))
+        # lm-eval prepends BOS for Gemma models, which are unusable without it; nothing otherwise.
+        self.bos = tokenizer.bos_token_id if (add_bos if add_bos is not None else model_type.startswith("gemma")) else None
+        if add_bos and self.bos is None:
+            raise ModelError(f"model {name}: --add-bos given but its tokenizer has no BOS token")
+        self.batch_size = batch_size
+        self._auto_batch: int | None = None
+        self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
+        total, non_emb = params or (None, None)
+        self.info = BackendInfo(
+            kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
+            device=str(self.device), max_length=self.max_length, params_total=total,
+            params_non_embedding=non_emb, extra={"add_bos": str(self.bos is not None)})
+
+    # -- tokenization ---------------------------------------------------------------------
+    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def encode(self, prompts: Sequence[Prompt]) -> list[Encoded]:
+        out: list[Encoded | None] = [None] * len(prompts)
+        todo: list[int] = []
+        for i, p in enumerate(prompts):
+            key = (p.context, tuple(p.options.values()))
+            hit = self._encoded.get(key)
+            if hit is not None:
+                out[i] = hit
+            else:
+                todo.append(i)
+        if todo:
+            texts: list[str] = []
+            for i in todo:
+                p = prompts[i]
+                ctx, _ = split_context(p.context, "")
+                texts.append(ctx)
+                for cont in p.options.values():
+                    c, k = split_context(p.context, cont)
+                    texts.append(c + k)
+            ids = self._encode_many(texts)
+            pos = 0
+            for i in todo:
+                p = prompts[i]
+                ctx_ids = ids[pos]
+                pos += 1
+                opts = {}
+                for label in p.options:
+                    whole = ids[pos]
+                    pos += 1
+                    cont_ids = tuple(whole[len(ctx_ids):])
+                    if not cont_ids:
+                        raise ModelError(f"label word {p.options[label]!r} encodes to no tokens after the prompt")
+                    opts[label] = cont_ids
+                ctx = tuple(([self.bos] if self.bos is not None else []) + list(ctx_ids))
+                enc = Encoded(ctx, opts)
+                if len(self._encoded) < 100_000:
+                    self._encoded[(p.context, tuple(p.options.values()))] = enc
+                out[i] = enc
+        return out  # type: ignore[return-value]
+
+    def fits(self, prompt: Prompt) -> bool:
+        return self.encode([prompt])[0].length <= self.max_length
+
+    # -- scoring --------------------------------------------------------------------------
+    def score(self, prompts: Sequence[Prompt], on_batch: BatchCallback | None = None) -> list[dict[Label, float]]:
+        encoded = self.encode(prompts)
+        # Longest first: the first batch shows at once whether the batch size fits in memory.
+        order = sorted(range(len(prompts)), key=lambda i: -encoded[i].length)
+        results: list[dict[Label, float] | None] = [None] * len(prompts)
+        size = self._resolve_batch_size([encoded[i] for i in order[:1]])
+        start = 0
+        while start < len(order):
+            idx = order[start:start + size]
+            try:
+                scores = self._score_batch([encoded[i] for i in idx])
+            except RuntimeError as exc:
+                if is_oom(exc) and size > 1:
+                    size = max(1, size // 2)  # halve and go on: a smaller batch gives the same scores
+                    self._auto_batch = size
+                    self._empty_cache()
+                    continue
+                raise
+            for i, s in zip(idx, scores):
+                results[i] = s
+            if on_batch is not None:
+                on_batch([prompts[i] for i in idx], scores)
+            start += len(idx)
+        return results  # type: ignore[return-value]
+
+    def _empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
+
+    def _resolve_batch_size(self, longest: list[Encoded]) -> int:
+        if isinstance(self.batch_size, int):
+            return self.batch_size
+        if self._auto_batch is not None:
+            return self._auto_batch
+        if self.device.type != "cuda" or not longest:
+            # On a CPU throughput is flat past a few thousand tokens a batch; memory is not the limit.
+            length = longest[0].length if longest else 512
+            self._auto_batch = max(1, min(64, 4096 // max(1, length)))
+            return self._auto_batch
+        # Find the largest batch that fits by doubling on the longest prompt until memory runs out.
+        size, best = 1, 1
+        while size <= 512:
+            try:
+                self._score_batch(longest * size)
+                best = size
+                size *= 2
+            except RuntimeError as exc:
+                if not is_oom(exc):
+                    raise
+                self._empty_cache()
+                break
+        self._auto_batch = best
+        return best
+
+    def _score_batch(self, batch: list[Encoded]) -> list[dict[Label, float]]:
+        torch = self.torch
+        n = len(batch)
+        width = max(len(e.context) for e in batch)
+        ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for r, e in enumerate(batch):  # left padding: every context ends at the last column
+            ids[r, width - len(e.context):] = torch.tensor(e.context)
+            mask[r, width - len(e.context):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        multi = [(r, label, toks) for r, e in enumerate(batch) for label, toks in e.options.items() if len(toks) > 1]
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             use_cache=bool(multi), logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            scores: list[dict[Label, float]] = []
+            for r, e in enumerate(batch):
+                scores.append({label: float(first[r, toks[0]]) for label, toks in e.options.items()})
+            if multi:
+                self._score_rest(out.past_key_values, mask, multi, scores)
+        return scores
+
+    def _score_rest(self, cache: Any, mask: Any, multi: list, scores: list[dict[Label, float]]) -> None:
+        """Tokens after the first of multi-token label words, continuing from the cached context."""
+        torch = self.torch
+        rows = torch.tensor([r for r, _, _ in multi], device=self.device)
+        cache.batch_select_indices(rows)
+        tail = max(len(t) - 1 for _, _, t in multi)
+        n = len(multi)
+        ids = torch.zeros((n, tail), dtype=torch.long)
+        tail_mask = torch.zeros((n, tail), dtype=torch.long)
+        for k, (_, _, toks) in enumerate(multi):  # right padding after real tokens is never attended to
+            ids[k, : len(toks) - 1] = torch.tensor(toks[:-1])
+            tail_mask[k, : len(toks) - 1] = 1
+        ids, tail_mask = ids.to(self.device), tail_mask.to(self.device)
+        ctx_mask = mask[rows]
+        full_mask = torch.cat([ctx_mask, tail_mask], dim=1)
+        start = ctx_mask.sum(-1, keepdim=True)
+        positions = start + torch.arange(tail, device=self.device).unsqueeze(0)
+        out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        for k, (r, label, toks) in enumerate(multi):
+            target = torch.tensor(toks[1:], device=self.device)
+            gathered = logp[k, : len(toks) - 1].gather(-1, target.unsqueeze(-1)).sum()
+            scores[r][label] += float(gathered)
+
+    def close(self) -> None:
+        self.model = None
+        self._encoded.clear()
+        import gc
+        gc.collect()
+        self._empty_cache()
+
+
+def _context_length(config: Any, tokenizer: Any) -> int:
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if value is None and hasattr(config, "get_text_config"):
+            value = getattr(config.get_text_config(), attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 1_000_000:
+        return value
+    return 2048
+
+
+def check_finite(scores: Sequence[Mapping[Label, float]], model: str) -> None:
+    for s in scores:
+        if any(math.isnan(v) for v in s.values()):
+            raise ModelError(f"model {model} produced NaN scores; try --dtype float32")

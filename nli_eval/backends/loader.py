@@ -1,0 +1,57 @@
+"""Pick and build the backend for a model: causal LM, NLI classifier head, or seq2seq."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import ModelError
+from ..labels import Label
+from ..modeling import (LoadOptions, ModelRef, count_from_headers, count_loaded, load_config,
+                        load_tokenizer, load_weights, resolve_device)
+
+BACKENDS = ("auto", "causal", "classifier", "seq2seq")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    kind: str = "auto"
+    batch_size: int | str = "auto"
+    max_length: int | None = None
+    add_bos: bool | None = None
+    label_map: Mapping[str, Label] | None = None  # classifier: model label name -> Label
+
+
+def detect_kind(config: Any) -> str:
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "ForSequenceClassification" in archs:
+        return "classifier"
+    if getattr(config, "is_encoder_decoder", False) or "ForConditionalGeneration" in archs and "T5" in archs:
+        return "seq2seq"
+    return "causal"
+
+
+def load_backend(ref: ModelRef, load: LoadOptions, options: BackendOptions, device: str | None = None) -> Any:
+    if options.kind not in BACKENDS:
+        raise ModelError(f"unknown backend {options.kind!r}; choose one of: {', '.join(BACKENDS)}")
+    config = load_config(ref, load)
+    kind = detect_kind(config) if options.kind == "auto" else options.kind
+    device = device or resolve_device(load.device)
+    tokenizer = load_tokenizer(ref, load)
+    params = count_from_headers(ref)
+    if kind == "causal":
+        from transformers import AutoModelForCausalLM
+
+        from .causal import CausalLMBackend
+        model = load_weights(AutoModelForCausalLM, ref, load, device)
+        counted = params or count_loaded(model)
+        return CausalLMBackend(model, tokenizer, name=ref.label, batch_size=options.batch_size,
+                               max_length=options.max_length, add_bos=options.add_bos, dtype=load.dtype,
+                               params=(counted.total, counted.non_embedding)), counted
+    if kind == "classifier":
+        from .classifier import load_classifier
+        return load_classifier(ref, load, options, config, tokenizer, device, params)
+    if kind == "seq2seq":
+        from .seq2seq import load_seq2seq
+        return load_seq2seq(ref, load, options, tokenizer, device, params)
+    raise ModelError(f"backend {kind} is not available")  # pragma: no cover

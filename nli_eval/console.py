@@ -1,0 +1,61 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .metrics import TaskResult
+from .results import RunRecord
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    line = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(headers), line, *(fmt(r) for r in rows)])
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def p_text(p: float) -> str:
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def result_row(model: str, r: TaskResult) -> list[str]:
+    chance = pct(r.chance_uniform)
+    if abs(r.chance_majority - r.chance_uniform) > 0.005:
+        chance += f" / {pct(r.chance_majority)}"
+    return [model, r.task, str(r.shots), str(r.n), pct(r.accuracy), f"[{pct(r.ci_low)}, {pct(r.ci_high)}]",
+            chance, p_text(r.p_value_vs_chance), str(r.truncated)]
+
+
+def results_table(record: RunRecord) -> str:
+    headers = ["model", "task", "shots", "n", "acc %", "95% CI", "chance % (uniform / majority)", "p vs chance", "cut"]
+    rows = []
+    for m in record.models:
+        for r in m.results:
+            rows.append(result_row(m.label, r))
+        for r in m.aggregates:
+            rows.append(result_row(m.label, r))
+    text = table(headers, rows, right=(2, 3, 4, 7, 8))
+    extra = breakdown_tables(record)
+    return text + ("\n\n" + extra if extra else "")
+
+
+def breakdown_tables(record: RunRecord) -> str:
+    rows = []
+    for m in record.models:
+        for r in m.results:
+            for fld, cells in r.breakdowns.items():
+                for value, c in cells.items():
+                    rows.append([m.label, r.task, str(r.shots), f"{fld}={value}", str(c.n), pct(c.accuracy),
+                                 f"[{pct(c.ci_low)}, {pct(c.ci_high)}]"])
+    if not rows:
+        return ""
+    return table(["model", "task", "shots", "breakdown", "n", "acc %", "95% CI"], rows, right=(2, 4, 5))

@@ -1,0 +1,94 @@
+"""Safe file names and atomic writes: nothing half-written, nothing outside the output directory."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, max_len: int = 80) -> str:
+    """A file-name-safe slug that never escapes its directory (no separators, no leading dots)."""
+    slug = _UNSAFE.sub("_", name.replace("/", "__")).strip("._") or "unnamed"
+    if slug != name or len(slug) > max_len:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        slug = f"{slug[: max_len - 9]}-{digest}" if slug != name else slug[:max_len]
+    return slug
+
+
+def inside(root: Path, *parts: str) -> Path:
+    path = root.joinpath(*parts)
+    root_r, path_r = root.resolve(), path.resolve()
+    if root_r != path_r and root_r not in path_r.parents:
+        raise OutputError(f"refusing to write {path}: outside the output directory {root}")
+    return path
+
+
+def _explain(exc: OSError, path: Path) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"no space left on the device writing {path}; free space and rerun (finished work is cached)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"permission denied writing {path}; choose another --output-dir")
+    return OutputError(f"cannot write {path} ({exc.strerror or exc})")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside the target, fsync, then rename over it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _explain(exc, path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _explain(exc, path) from None
+
+
+def append_durable(path: Path, text: str) -> None:
+    """Append whole lines and fsync; a reader ignores a torn last line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _explain(exc, path) from None
+
+
+@contextlib.contextmanager
+def directory_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on an output directory, so two runs cannot write it at once."""
+    import fcntl
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = (root / ".lock").open("a+")
+    except OSError as exc:
+        raise _explain(exc, root / ".lock") from None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another nli-eval run is writing {root}; wait for it or use another --output-dir") from None
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()

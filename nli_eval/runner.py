@@ -1,0 +1,257 @@
+"""Run an evaluation: models x tasks x shot settings -> RunRecord, resumable and data-parallel."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import __version__, notice
+from .backends.loader import BackendOptions, load_backend
+from .cache import CacheKey, ScoreCache
+from .data import LoadedSplit, load_split, stratified_sample
+from .dist import Ranks, detect
+from .errors import ConfigError, MissingSplitError
+from .labels import Label, LabelSpace, collapse
+from .metrics import TaskResult, aggregate, compute
+from .modeling import LoadOptions, count_from_headers, fingerprint, resolve
+from .prompts import PromptBuilder, ShotSampler
+from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
+from .taskspec import Catalog, TaskVariant, catalog_with
+from .templates import Template, resolve_template
+from .types import NLIExample, Prediction, Prompt
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...]
+    tasks: tuple[str, ...] = ("anli",)
+    shots: tuple[int, ...] = (0,)
+    split: str | None = None
+    data_dir: str | None = None
+    template: str | None = None
+    sampling: str = "per-example"
+    seed: int = 1234
+    limit: int | None = None
+    output_dir: str | None = None
+    cache_dir: str | None = None          # default: OUTPUT_DIR/cache
+    task_files: tuple[str, ...] = ()
+    load: LoadOptions = field(default_factory=LoadOptions)
+    backend: BackendOptions = field(default_factory=BackendOptions)
+    strict: bool = False
+    progress: bool | None = None          # None: a bar on a terminal only
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    task: TaskVariant
+    data: LoadedSplit
+    examples: tuple[NLIExample, ...]
+    template: Template
+    pool: tuple[NLIExample, ...]
+    same_split: bool
+
+
+def predict(scores: Mapping[Label, float], space: LabelSpace) -> Label:
+    """Argmax over the template's label words, then into the task's label space (ties: first label)."""
+    best = max(scores, key=lambda lab: scores[lab])
+    return collapse(best, space)
+
+
+class Progress:
+    def __init__(self, enabled: bool | None, total: int, desc: str) -> None:
+        self.bar = None
+        if enabled is False or total == 0:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover
+            return
+        self.bar = tqdm(total=total, desc=desc, unit="ex", disable=None if enabled is None else not enabled,
+                        leave=False, dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Runner:
+    def __init__(self, config: RunConfig, catalog: Catalog | None = None, ranks: Ranks | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        if not config.models:
+            raise ConfigError("no model given; pass a Hub id or a checkpoint folder")
+        if any(k < 0 for k in config.shots):
+            raise ConfigError("--shots values must be 0 or more")
+        self.config = config
+        self.catalog = catalog or catalog_with(list(config.task_files))
+        self.ranks = ranks or detect()
+        self.log = log or (lambda message: None)
+        out = Path(config.output_dir) if config.output_dir else None
+        self.out_dir = out
+        cache_root = Path(config.cache_dir) if config.cache_dir else (out / "cache" if out else None)
+        self.cache = ScoreCache(cache_root)
+        self.scored = 0  # examples scored by a model in this process (not read from the cache)
+
+    # -- data -----------------------------------------------------------------------------
+    def prepare(self, name: str) -> PreparedTask:
+        cfg = self.config
+        task = self.catalog.get(name)
+        data = load_split(task, cfg.split, cfg.data_dir)
+        examples = data.examples
+        if cfg.limit is not None:
+            if cfg.limit <= 0:
+                raise ConfigError("--limit must be a positive number of examples")
+            examples = stratified_sample(examples, cfg.limit, cfg.seed, task.name)
+        template = resolve_template(cfg.template or task.template, task.label_space, task.templates)
+        pool: tuple[NLIExample, ...] = ()
+        same_split = False
+        if any(k > 0 for k in cfg.shots):
+            pool, same_split = self._shot_pool(task, data)
+        return PreparedTask(task, data, examples, template, pool, same_split)
+
+    def _shot_pool(self, task: TaskVariant, data: LoadedSplit) -> tuple[tuple[NLIExample, ...], bool]:
+        cfg = self.config
+        key = task.fewshot_split
+        if key and key != data.split and key in task.splits:
+            try:
+                with notice.policy(strict=cfg.strict, quiet=True):
+                    return load_split(task, key, cfg.data_dir).examples, False
+            except MissingSplitError:
+                pass
+        notice.warn(f"task {task.name}: no {key or 'few-shot'} split available; shots come from the "
+                    f"evaluated {data.split} split (an example is never its own shot)")
+        return data.examples, True
+
+    # -- one model ------------------------------------------------------------------------
+    def run(self) -> RunRecord:
+        cfg = self.config
+        started = time.perf_counter()
+        with notice.policy(strict=cfg.strict) as warnings:
+            prepared = [self.prepare(name) for name in self.catalog.expand(list(cfg.tasks))]
+            records = [self.run_model(spec, prepared) for spec in cfg.models]
+        record = RunRecord(
+            created=now(), nli_eval_version=__version__, versions=package_versions(),
+            config=self._config_dict(time.perf_counter() - started), models=tuple(records),
+            warnings=tuple(dict.fromkeys(warnings)))
+        if self.out_dir is not None and self.ranks.is_main:
+            write_results(self.out_dir, record)
+        return record
+
+    def _config_dict(self, seconds: float) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg["backend"]["label_map"] = {k: v.value for k, v in (self.config.backend.label_map or {}).items()}
+        cfg["processes"] = self.ranks.world
+        cfg["seconds"] = round(seconds, 3)
+        return cfg
+
+    def run_model(self, spec: str, prepared: Sequence[PreparedTask]) -> ModelRecord:
+        cfg = self.config
+        ref = resolve(spec, cfg.load.gguf_file)
+        fp = fingerprint(ref, cfg.load)
+        started = time.perf_counter()
+        holder: dict[str, Any] = {}
+
+        def backend() -> Any:
+            if "backend" not in holder:
+                self.log(f"loading {ref.label}")
+                holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device)
+            return holder["backend"]
+
+        results: list[TaskResult] = []
+        try:
+            for prep in prepared:
+                for k in cfg.shots:
+                    results.append(self.run_task(ref.label, fp, prep, k, backend))
+        finally:
+            if "backend" in holder:
+                holder["backend"].close()
+        params = holder.get("params") or count_from_headers(ref)
+        info = holder["backend"].info if "backend" in holder else None
+        return ModelRecord(
+            model=spec, label=ref.label, fingerprint=fp,
+            backend=info.kind if info else (cfg.backend.kind if cfg.backend.kind != "auto" else "cached"),
+            dtype=info.dtype if info else cfg.load.dtype, device=info.device if info else "",
+            max_length=info.max_length if info else None,
+            params_total=params.total if params else None,
+            params_non_embedding=params.non_embedding if params else None,
+            params_source=params.source if params else "unknown",
+            results=tuple(results), aggregates=tuple(self._aggregates(results)),
+            seconds=round(time.perf_counter() - started, 3))
+
+    def _aggregates(self, results: Sequence[TaskResult]) -> list[TaskResult]:
+        out = []
+        requested = set(self.config.tasks)
+        for agg in self.catalog.aggregates.values():
+            if agg.name not in requested:
+                continue
+            for k in self.config.shots:
+                parts = [r for r in results if r.task in agg.tasks and r.shots == k]
+                if len(parts) == len(agg.tasks):
+                    out.append(aggregate(agg.name, parts))
+        return out
+
+    def cache_key(self, fp: str, prep: PreparedTask, k: int) -> CacheKey:
+        t = prep.template
+        template_id = repr((t.instruction, t.query, sorted((l.value, w) for l, w in t.answers.items()),
+                            t.target_delimiter, t.fewshot_delimiter))
+        return CacheKey(fp, prep.task.name, prep.data.split + ":" + prep.data.source, template_id, k,
+                        self.config.seed, self.config.sampling if k else "-", self.config.backend.kind)
+
+    def run_task(self, label: str, fp: str, prep: PreparedTask, k: int, backend: Callable[[], Any]) -> TaskResult:
+        cfg = self.config
+        started = time.perf_counter()
+        key = self.cache_key(fp, prep, k)
+        cached = self.cache.load(key)
+        wanted = {ex.id for ex in prep.examples}
+        done = {i: s for i, s in cached.items() if i in wanted}
+        todo = [ex for ex in prep.examples if ex.id not in done]
+        start, stop = self.ranks.shard(len(todo))
+        mine = todo[start:stop]
+        fresh: dict[str, tuple[dict[Label, float], bool]] = {}
+        if mine:
+            sampler = ShotSampler(prep.pool, prep.task.name, cfg.seed, cfg.sampling, prep.same_split)
+            if k:
+                sampler.check(k)
+            model = backend()
+            builder = PromptBuilder(prep.template, prep.task.label_space)
+            prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in mine]
+            progress = Progress(cfg.progress, len(prompts), f"{label} {prep.task.name} {k}-shot")
+
+            def on_batch(batch: Sequence[Prompt], scores: Sequence[Mapping[Label, float]]) -> None:
+                self.cache.append(key, self.ranks.rank, [p.example.id for p in batch], scores,
+                                  [p.truncated for p in batch])
+                self.scored += len(batch)
+                progress.update(len(batch))
+
+            try:
+                scores = model.score(prompts, on_batch=on_batch)
+            finally:
+                progress.close()
+            for p, s in zip(prompts, scores):
+                fresh[p.example.id] = (dict(s), p.truncated)
+        elif todo:
+            pass  # another rank has this shard
+        for part in self.ranks.gather(fresh):
+            fresh.update(part)
+        predictions = []
+        for ex in prep.examples:
+            if ex.id in fresh:
+                scores, truncated = fresh[ex.id]
+            else:
+                scores, truncated = done[ex.id]
+            predictions.append(Prediction(ex.id, ex.label, predict(scores, prep.task.label_space), scores,
+                                          truncated, ex.meta))
+        n_cut = sum(p.truncated for p in predictions)
+        if n_cut:
+            notice.warn(f"{label} {prep.task.name} {k}-shot: {n_cut} prompts were cut to fit the model's context")
+        result = compute(predictions, task=prep.task.name, split=prep.data.split, shots=k,
+                         template=prep.template.name, space=prep.task.label_space, breakdown=prep.task.breakdown,
+                         source=prep.data.source, seconds=round(time.perf_counter() - started, 3))
+        if self.out_dir is not None and self.ranks.is_main:
+            write_samples(self.out_dir, label, prep.task.name, k, predictions)
+        return result
