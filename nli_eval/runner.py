@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import __version__, notice
-from .backends.loader import BackendOptions, load_backend
+from .backends.loader import BackendOptions, detect_kind, load_backend
 from .cache import CacheKey, ScoreCache
 from .data import LoadedSplit, load_split, stratified_sample
 from .dist import Ranks, detect
 from .errors import ConfigError, MissingSplitError
 from .labels import Label, LabelSpace, collapse
 from .metrics import TaskResult, aggregate, compute
-from .modeling import LoadOptions, count_from_headers, fingerprint, resolve
+from .modeling import LoadOptions, count_from_headers, fingerprint, load_config, resolve
 from .prompts import PromptBuilder, ShotSampler
 from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
 from .taskspec import Catalog, TaskVariant, catalog_with
@@ -96,6 +96,7 @@ class Runner:
         cache_root = Path(config.cache_dir) if config.cache_dir else (out / "cache" if out else None)
         self.cache = ScoreCache(cache_root)
         self.scored = 0  # examples scored by a model in this process (not read from the cache)
+        self.scored_all = 0  # the same over every process of the run
 
     # -- data -----------------------------------------------------------------------------
     def prepare(self, name: str) -> PreparedTask:
@@ -131,7 +132,7 @@ class Runner:
     def run(self) -> RunRecord:
         cfg = self.config
         started = time.perf_counter()
-        with notice.policy(strict=cfg.strict) as warnings:
+        with notice.policy(strict=cfg.strict, quiet=not self.ranks.is_main) as warnings:
             prepared = [self.prepare(name) for name in self.catalog.expand(list(cfg.tasks))]
             records = [self.run_model(spec, prepared) for spec in cfg.models]
         record = RunRecord(
@@ -153,7 +154,13 @@ class Runner:
         cfg = self.config
         ref = resolve(spec, cfg.load.gguf_file)
         fp = fingerprint(ref, cfg.load)
+        kind = cfg.backend.kind
+        if kind == "auto":  # from the config alone, so a fully cached run never loads weights
+            kind = detect_kind(load_config(ref, cfg.load))
+        if kind == "classifier" and any(cfg.shots):
+            raise ConfigError(f"model {ref.label} is an NLI classifier head: it takes no shots; use --shots 0")
         started = time.perf_counter()
+        scored_before = self.scored_all
         holder: dict[str, Any] = {}
 
         def backend() -> Any:
@@ -172,16 +179,18 @@ class Runner:
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
         info = holder["backend"].info if "backend" in holder else None
+        examples = sum(r.n for r in results)
+        scored = self.scored_all - scored_before
         return ModelRecord(
-            model=spec, label=ref.label, fingerprint=fp,
-            backend=info.kind if info else (cfg.backend.kind if cfg.backend.kind != "auto" else "cached"),
+            model=spec, label=ref.label, fingerprint=fp, backend=kind,
             dtype=info.dtype if info else cfg.load.dtype, device=info.device if info else "",
             max_length=info.max_length if info else None,
             params_total=params.total if params else None,
             params_non_embedding=params.non_embedding if params else None,
             params_source=params.source if params else "unknown",
             results=tuple(results), aggregates=tuple(self._aggregates(results)),
-            seconds=round(time.perf_counter() - started, 3))
+            seconds=round(time.perf_counter() - started, 3), examples_scored=scored,
+            examples_cached=examples - scored)
 
     def _aggregates(self, results: Sequence[TaskResult]) -> list[TaskResult]:
         out = []
@@ -238,6 +247,7 @@ class Runner:
             pass  # another rank has this shard
         for part in self.ranks.gather(fresh):
             fresh.update(part)
+        self.scored_all += len(fresh)
         predictions = []
         for ex in prep.examples:
             if ex.id in fresh:

@@ -104,3 +104,37 @@ def write_anli_release(root: Path, n: int = 30, rounds=(1, 2, 3)) -> Path:
                  "reason": "", "tag": ""} for row in nli_rows(n, seed=r * 10 + 3, prefix=f"R{r}")]
         write_jsonl(root / "anli-v1.0" / f"R{r}" / "dev.jsonl", rows)
     return root
+
+
+def build_classifier(path: Path, id2label: dict[int, str], favour: int | None = None, seed: int = 0) -> Path:
+    """A tiny random BERT NLI head; `favour` biases one output so it always wins."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    path = Path(path)
+    tok = build_tokenizer(path)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=512, num_labels=len(id2label),
+                        id2label=dict(id2label), label2id={v: k for k, v in id2label.items()}, pad_token_id=2)
+    model = AutoModelForSequenceClassification.from_config(config)
+    if favour is not None:
+        with torch.no_grad():
+            model.classifier.bias.zero_()
+            model.classifier.bias[favour] = 50.0
+    model.save_pretrained(path)
+    return path
+
+
+def build_seq2seq(path: Path, seed: int = 0) -> Path:
+    """A tiny random T5-shaped encoder-decoder."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, T5Config
+
+    path = Path(path)
+    tok = build_tokenizer(path)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, pad_token_id=2, eos_token_id=2, decoder_start_token_id=2)
+    AutoModelForSeq2SeqLM.from_config(config).save_pretrained(path)
+    return path
