@@ -22,7 +22,7 @@ from .analysis import Analysis, PanelAnalysis, Scored, Series, baseline, fmt_par
 # Okabe-Ito colours (readable with colour-vision deficiencies) and distinct markers per series.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X")
-REF_STYLES = ((0, (5, 2, 1, 2)), (0, (1, 1.5)), (0, (8, 2, 1, 2, 1, 2)), (0, (3, 1)))
+REF_STYLES = ((0, (5, 2, 1, 2)), (0, (9, 2, 1, 2, 1, 2)), (0, (12, 3)), (0, (2, 2, 7, 2)))  # never dotted
 GREY = "0.35"
 CHAR_W = 0.56 / 72        # average glyph width per point of font size, in inches (DejaVu Sans)
 DPI = 150
@@ -125,15 +125,16 @@ def x_layout(pa: PanelAnalysis, width_in: float = AX_W, tie_in: float = 0.13, do
     return XLayout(lo, hi, model_x, dodge)
 
 
-def y_limits(pa: PanelAnalysis, near: float = 0.15) -> YLimits:
-    """Y range covering every interval and chance line; references more than `near` above the data are named only."""
+def y_limits(pa: PanelAnalysis, near: float = 0.15, references: bool = True) -> YLimits:
+    """Y range covering every interval and chance line; references more than `near` above the data are named only
+    (all of them when `references` is false)."""
     panel = pa.panel
     pts = [s.point for s in pa.scored]
     values = [p.ci_low for p in pts] + [p.ci_high for p in pts] + [panel.chance_uniform]
     if panel.shows_majority:
         values.append(panel.chance_majority)
     top, bottom = max(values), min(values)
-    refs_in = tuple((n, v) for n, v in panel.references if bottom - near <= v <= top + near)
+    refs_in = tuple((n, v) for n, v in panel.references if references and bottom - near <= v <= top + near)
     refs_above = tuple((n, v) for n, v in panel.references if (n, v) not in refs_in)
     values += [v for _, v in refs_in]
     lo, hi = min(values), max(values)
@@ -354,8 +355,10 @@ def scaling_figure(pa: PanelAnalysis, styles: Mapping[tuple[int, str], Style]):
             trk.set_axis_off()
             trk.set_ylim(n_rows, -0.1)
             for text, x, centre, r in track:
-                trk.plot([10 ** x, 10 ** centre], [-0.1, r + 0.15], color="0.6", lw=0.6)
-                trk.text(10 ** centre, r + 0.2, text, ha="center", va="top", fontsize=TRACK_FONT, color="0.15")
+                # A vertical leader at the model's position; labels sit on white so leaders pass behind them.
+                trk.plot([10 ** x, 10 ** x], [-0.1, r + 0.2], color="0.6", lw=0.6, zorder=1)
+                trk.text(10 ** centre, r + 0.2, text, ha="center", va="top", fontsize=TRACK_FONT, color="0.15",
+                         zorder=2, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6})
         fig.text((LEFT + AX_W / 2) / width, 1 - (title_h + AX_H + below - 0.05) / height,
                  "parameters (log scale)", ha="center", va="bottom", fontsize=9)
     if unsized:
@@ -424,8 +427,7 @@ def grid_figure(analysis: Analysis, styles: Mapping[tuple[int, str], Style]):
         y0 = top + r * (cell_h + gap_h)
         ax = fig.add_axes([x0 / width, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height])
         xl = x_layout(pa, width_in=cell_w, tie_in=0.09, dodge_in=0.035)
-        ylim = y_limits(pa)
-        ylim = YLimits(ylim.lo, ylim.hi, (), ylim.refs_in + ylim.refs_above)
+        ylim = y_limits(pa, references=False)
         _locators(ax, xl.lo, xl.hi)
         _y_axis(ax, ylim)
         _reference_lines(ax, pa, ylim, with_gid=False)
