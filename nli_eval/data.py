@@ -45,8 +45,13 @@ def rows_to_examples(
     fields: FieldMap | None = None,
     labels: Mapping[str, Label] | None = None,
     adapter: str | None = None,
+    select: Mapping[str, str] | None = None,
 ) -> tuple[list[NLIExample], int]:
-    """Map raw rows to examples by the task's field and label maps; bad rows fail with file and row."""
+    """Map raw rows to examples by the task's field and label maps; bad rows fail with file and row.
+
+    `select` keeps only rows whose columns hold the given values (a file with every split in it).
+    A breakdown field `a*label` groups by column `a` crossed with the gold label's name.
+    """
     fields = fields or task.fields
     labels = task.labels if labels is None else labels
     adapt = get_adapter(adapter) if adapter else None
@@ -60,6 +65,8 @@ def rows_to_examples(
         rowno = index + 1
         row = adapt(dict(raw)) if adapt else raw
         if row is None:
+            continue
+        if select and not _selected(row, select, where, rowno):
             continue
         for name in (fields.premise, fields.hypothesis, fields.label):
             if name not in row:
@@ -92,7 +99,7 @@ def rows_to_examples(
         if seen[ex_id] > 1:
             duplicates += 1
             ex_id = f"{ex_id}#{seen[ex_id]}"
-        meta = {f: str(row[f]) for f in keep_fields if f in row and row[f] is not None}
+        meta = _meta(row, keep_fields, label)
         examples.append(NLIExample(ex_id, premise, hypothesis, label, meta))
     if duplicates:
         notice.warn(f"{where}: {duplicates} duplicate example ids, made unique with a #N suffix")
@@ -101,16 +108,55 @@ def rows_to_examples(
     return examples, dropped
 
 
+def _selected(row: Mapping[str, Any], select: Mapping[str, str], where: str, rowno: int) -> bool:
+    for column, value in select.items():
+        if column not in row:
+            raise DataError(f"{where}: row {rowno}: no column {column!r} to tell the splits apart")
+        if _label_key(row[column]) != value:
+            return False
+    return True
+
+
+def _meta(row: Mapping[str, Any], keep: tuple[str, ...], label: Label) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for name in keep:
+        if name in row:
+            if row[name] is not None:
+                meta[name] = str(row[name])
+        elif "*" in name:  # a crossed breakdown such as heuristic*label
+            parts = []
+            for part in name.split("*"):
+                value = label.value if part == "label" else row.get(part)
+                if value is None:
+                    break
+                parts.append(str(value))
+            else:
+                meta[name] = "/".join(parts)
+    return meta
+
+
+def _fill(text: str, task: TaskVariant, where: str, **values: str) -> str:
+    """A layout's pattern with {split}, {hub_split}, {task} and the variant's {vars} filled in."""
+    try:
+        return text.format(task=task.name, **{**task.vars, **values})
+    except (KeyError, IndexError) as exc:
+        raise DataError(f"{task.source}: {where} uses undefined placeholder {exc}") from None
+
+
+def _layout_split(task: TaskVariant, layout: Layout, split_key: str) -> str:
+    return _fill(layout.splits.get(split_key, split_key), task, f"layout {layout.name} splits")
+
+
 def _candidates(task: TaskVariant, split_key: str, hub_split: str, data_dir: Path) -> list[tuple[Path, Layout | None]]:
     out: list[tuple[Path, Layout | None]] = []
+    folder = data_dir / task.family
+    if task.hub and task.hub.name and task.hub.name != task.family:
+        folder = folder / task.hub.name  # configs of one Hub dataset share split names (AdvGLUE)
     for ext in FORMATS:
-        out.append((data_dir / task.family / f"{hub_split}.{ext}", None))
+        out.append((folder / f"{hub_split}.{ext}", None))
     for layout in task.layouts:
-        name = layout.splits.get(split_key, split_key)
-        try:
-            rel = layout.path.format(split=name, hub_split=hub_split, task=task.name, **task.vars)
-        except (KeyError, IndexError) as exc:
-            raise DataError(f"{task.source}: layout {layout.name} uses undefined placeholder {exc}") from None
+        name = _layout_split(task, layout, split_key)
+        rel = _fill(layout.path, task, f"layout {layout.name}", split=name, hub_split=hub_split)
         out.append((data_dir / rel, layout))
     return out
 
@@ -147,13 +193,22 @@ def load_split(task: TaskVariant, split: str | None = None, data_dir: str | Path
             shown = ", ".join(tried[:2] + tried[len(FORMATS):len(FORMATS) + 2])
             raise MissingSplitError(f"task {task.name} split {key}: no file in {data_dir} (looked for {shown}, ...)")
         path, layout = found
-        rows = read_rows(path, layout.format if layout else None)
         if layout is None:
+            rows = read_rows(path)
             examples, dropped = rows_to_examples(rows, task, key, str(path), adapter=task.adapter)
-        else:
-            examples, dropped = rows_to_examples(rows, task, key, str(path), layout.fields, layout.labels,
-                                                 layout.adapter or task.adapter)
-        return _finish(task, key, str(path), examples, dropped)
+            return _finish(task, key, str(path), examples, dropped)
+        name = _layout_split(task, layout, key)
+        json_key = _fill(layout.json_key, task, f"layout {layout.name} json_key", split=name) if layout.json_key else None
+        select = {col: _fill(value, task, f"layout {layout.name} select", split=name)
+                  for col, value in layout.select.items()}
+        rows = read_rows(path, layout.format, json_key)
+        where = f"{path}" + (f" [{json_key}]" if json_key else "")
+        examples, dropped = rows_to_examples(rows, task, key, where, layout.fields, layout.labels,
+                                             layout.adapter or task.adapter, select)
+        if not examples and select:
+            wanted = ", ".join(f"{c} = {v!r}" for c, v in select.items())
+            raise DataError(f"{where}: no rows with {wanted} for task {task.name} split {key}")
+        return _finish(task, key, where, examples, dropped)
     return _finish(task, key, *_load_hub(task, key, hub_split))
 
 

@@ -87,6 +87,26 @@ def read_json(path: Path) -> Iterator[Row]:
         yield row
 
 
+def read_json_table(path: Path, key: str) -> Iterator[Row]:
+    """Rows of one table in a JSON object that holds several, e.g. AdvGLUE's {"mnli": [...], "rte": [...]}."""
+    text = _decode(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object of tables, got {type(data).__name__}")
+    if key not in data:
+        raise DataError(f"{path}: no table {key!r} (tables: {', '.join(sorted(map(str, data))[:8])})")
+    table = data[key]
+    if not isinstance(table, list):
+        raise DataError(f"{path}: table {key!r} is {type(table).__name__}, expected a list of rows")
+    for i, row in enumerate(table, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: table {key!r} row {i}: expected an object, got {type(row).__name__}")
+        yield row
+
+
 def read_delimited(path: Path, delimiter: str) -> Iterator[Row]:
     text = _decode(path)
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
@@ -131,8 +151,13 @@ READERS: dict[str, Callable[[Path], Iterator[Row]]] = {
 }
 
 
-def read_rows(path: Path, fmt: str | None = None) -> list[Row]:
+def read_rows(path: Path, fmt: str | None = None, key: str | None = None) -> list[Row]:
+    """All rows of a file; `key` names the table to read in a JSON file that holds several."""
     fmt = fmt or detect_format(path)
     if fmt not in READERS:
         raise DataError(f"{path}: unknown format {fmt!r}; use one of {', '.join(READERS)}")
+    if key is not None:
+        if fmt != "json":
+            raise DataError(f"{path}: a table key ({key!r}) applies to JSON files only, not {fmt}")
+        return list(read_json_table(path, key))
     return list(READERS[fmt](path))

@@ -40,6 +40,10 @@ class Layout:
     splits: Mapping[str, str] = field(default_factory=dict)  # split key -> file name in this layout
     format: str | None = None  # jsonl, json, csv, tsv, parquet, or a registered adapter's format
     adapter: str | None = None
+    # A JSON file that is one object of several tables (AdvGLUE's dev.json): the table to read.
+    json_key: str | None = None
+    # Keep only rows whose column equals the value (one file holding every split, e.g. SICK.txt).
+    select: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -236,19 +240,25 @@ def parse_family(data: Mapping[str, Any], source: str) -> tuple[list[TaskVariant
             name=_text(hub_table.get("name"), "hub.name", source) or None,
             revision=_text(hub_table.get("revision"), "hub.revision", source) or None,
         )
-    layouts = []
-    for i, lay in enumerate(_tables(data.get("layouts"), "layouts", source)):
+    layout_tables = _tables(data.get("layouts"), "layouts", source)
+    for i, lay in enumerate(layout_tables):
         if "path" not in lay:
             raise ConfigError(f"{source}: layouts[{i}] needs a path pattern")
-        layouts.append(Layout(
+
+    def build_layouts(base_fields: FieldMap, base_labels: Mapping[str, Label]) -> tuple[Layout, ...]:
+        # A layout without its own field or label map reads the columns of the variant it serves.
+        return tuple(Layout(
             name=_text(lay.get("name"), "layouts.name", source, f"layout{i}"),
             path=_text(lay["path"], "layouts.path", source),
-            fields=_fields(lay.get("fields"), source, base=fields),
-            labels=_labels(lay.get("labels"), source) or labels,
+            fields=_fields(lay.get("fields"), source, base=base_fields),
+            labels=_labels(lay.get("labels"), source) or dict(base_labels),
             splits=_str_map(lay.get("splits"), "layouts.splits", source),
             format=_text(lay.get("format"), "layouts.format", source) or None,
             adapter=_text(lay.get("adapter"), "layouts.adapter", source) or None,
-        ))
+            json_key=_text(lay.get("json_key"), "layouts.json_key", source) or None,
+            select=_str_map(lay.get("select"), "layouts.select", source),
+        ) for i, lay in enumerate(layout_tables))
+
     templates = {name: parse_template(name, raw, source)
                  for name, raw in _table(data.get("templates"), "templates", source).items()}
     template_name = data.get("template")
@@ -263,7 +273,6 @@ def parse_family(data: Mapping[str, Any], source: str) -> tuple[list[TaskVariant
         labels=labels,
         drop_labels=_tuple(data.get("drop_labels"), "drop_labels", source),
         hub=hub,
-        layouts=tuple(layouts),
         breakdown=_tuple(data.get("breakdown"), "breakdown", source),
         keep=_tuple(data.get("keep"), "keep", source),
         template=_text(template_name, "template", source) or None,
@@ -323,6 +332,7 @@ def parse_family(data: Mapping[str, Any], source: str) -> tuple[list[TaskVariant
                 name=_text(h.get("name"), "hub.name", source) or base.name,
                 revision=_text(h.get("revision"), "hub.revision", source) or base.revision,
             )
+        variant_common["layouts"] = build_layouts(variant_common["fields"], variant_common["labels"])
         v_default = _text(raw.get("default_split"), "default_split", source, default_split)
         if v_default not in splits:
             raise ConfigError(f"{source}: task {name} has no split {v_default!r} to use as its default")
