@@ -418,3 +418,41 @@ def test_hans_runs_two_way_with_breakdowns(tiny_llama, tmp_path):
     assert all(c.ci_low <= c.accuracy <= c.ci_high for c in cells.values())
     assert set(result.breakdowns) == {"heuristic", "subcase", "heuristic*label"}
     assert "heuristic*label=constituent/non_entailment" in results_table(record)
+
+
+HUB_CALLS = {
+    "hans": ("jhu-cogsci/hans", None, "validation", "refs/convert/parquet"),
+    "cb": ("aps/super_glue", "cb", "validation", "refs/convert/parquet"),
+    "sick": ("RobZamp/sick", None, "test", "refs/convert/parquet"),
+    "adv_mnli_mismatched": ("AI-Secure/adv_glue", "adv_mnli_mismatched", "validation", None),
+    "adv_qnli": ("AI-Secure/adv_glue", "adv_qnli", "validation", None),
+    "mnli_mismatched": ("nyu-mll/glue", "mnli", "validation_mismatched", None),
+    "rte": ("nyu-mll/glue", "rte", "validation", None),
+    "snli": ("stanfordnlp/snli", None, "test", None),
+    "wanli": ("alisawuffles/WANLI", None, "test", None),
+    "breaking_nli": ("pietrolesci/breaking_nli", None, "full", None),
+    "glue_diagnostics": ("pietrolesci/glue_diagnostics", None, "test", None),
+    "control": ("tasksource/ConTRoL-nli", None, "test", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_CALLS))
+def test_hub_source_is_requested_as_declared(name, monkeypatch):
+    """Without --data-dir the task asks `datasets` for its id, config, split and parquet revision."""
+    import sys
+    import types
+
+    task = CATALOG.get(name)
+    calls = []
+    first = next(iter(task.labels))
+
+    def load_dataset(path, name=None, split=None, revision=None):
+        calls.append((path, name, split, revision))
+        label = int(first) if first.isdigit() else first
+        return [{task.fields.premise: PAIRS[0][0], task.fields.hypothesis: PAIRS[0][1], task.fields.label: label}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    loaded = load_split(task)
+    assert calls == [HUB_CALLS[name]]
+    assert [e.label for e in loaded.examples] == [task.labels[first]]
+    assert loaded.source.startswith(f"hf://datasets/{HUB_CALLS[name][0]}")
