@@ -188,6 +188,21 @@ def test_setup_problems_are_errors_never_passes(pytester, env):
     ])
 
 
+def test_unmapped_classifier_labels_are_an_error_until_the_spec_maps_them(pytester, env, tmp_path_factory):
+    from helpers import build_classifier
+
+    model = build_classifier(tmp_path_factory.mktemp("clf"), {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"})
+    gate = FLOOR.format(floor=0.0).replace("min_accuracy", f'model = "{model}"\nmin_accuracy')
+    pytester.makefile(".toml", nli_ci=spec(env, gate))
+    result = run(pytester, env)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*has label names (LABEL_0, LABEL_1, LABEL_2) that are not NLI labels*"])
+    mapped = gate.replace("min_accuracy", 'label_map = { LABEL_0 = "entailment", LABEL_1 = "neutral", '
+                                          'LABEL_2 = "contradiction" }\nmin_accuracy')
+    pytester.makefile(".toml", nli_ci=spec(env, mapped))
+    run(pytester, env).assert_outcomes(passed=1)
+
+
 def test_spec_mistakes_are_collection_errors(pytester, env):
     pytester.makefile(".toml", nli_ci=spec(env, '[[gate]]\nname = "g"\ntask = "anli_r1"\nmin_acc = 0.5\n'))
     result = run(pytester, env)
