@@ -9,6 +9,7 @@ context move into the continuation, and context+continuation is encoded together
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -45,7 +46,7 @@ def is_oom(exc: BaseException) -> bool:
 class CausalLMBackend:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
-                 params: tuple[int, int] | None = None) -> None:
+                 params: tuple[int, int] | None = None, reuse_prefix: bool = True) -> None:
         import torch
 
         self.torch = torch
@@ -60,6 +61,7 @@ class CausalLMBackend:
         if add_bos and self.bos is None:
             raise ModelError(f"model {name}: --add-bos given but its tokenizer has no BOS token")
         self.batch_size = batch_size
+        self.reuse_prefix = reuse_prefix
         self._auto_batch: int | None = None
         self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
         total, non_emb = params or (None, None)
@@ -118,15 +120,43 @@ class CausalLMBackend:
     # -- scoring --------------------------------------------------------------------------
     def score(self, prompts: Sequence[Prompt], on_batch: BatchCallback | None = None) -> list[dict[Label, float]]:
         encoded = self.encode(prompts)
-        # Longest first: the first batch shows at once whether the batch size fits in memory.
-        order = sorted(range(len(prompts)), key=lambda i: -encoded[i].length)
         results: list[dict[Label, float] | None] = [None] * len(prompts)
+        # Prompts sharing a few-shot prefix (--fewshot-sampling fixed) run that prefix once.
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p.prefix if self.reuse_prefix else "", []).append(i)
+        for prefix, idx in groups.items():
+            shared = self._shared_length([encoded[i] for i in idx]) if prefix and len(idx) > 1 else 0
+            self._score_group(prompts, encoded, idx, shared, results, on_batch)
+        return results  # type: ignore[return-value]
+
+    def _shared_length(self, group: list[Encoded]) -> int:
+        """Tokens every context of the group starts with (at least one token of each is left to run)."""
+        first = group[0].context
+        n = min(len(e.context) for e in group) - 1
+        for e in group[1:]:
+            ctx = e.context
+            k = 0
+            while k < n and ctx[k] == first[k]:
+                k += 1
+            n = k
+        window = getattr(self.model.config, "sliding_window", None)
+        if isinstance(window, int) and window > 0 and max(e.length for e in group) > window:
+            # Padding between a cached prefix and the rest would shift a sliding window: run plainly.
+            return 0
+        return n if n >= 8 else 0
+
+    def _score_group(self, prompts: Sequence[Prompt], encoded: list[Encoded], idx: list[int], shared: int,
+                     results: list, on_batch: BatchCallback | None) -> None:
+        # Longest first: the first batch shows at once whether the batch size fits in memory.
+        order = sorted(idx, key=lambda i: -encoded[i].length)
+        prefix_cache = self._run_prefix(encoded[order[0]].context[:shared]) if shared else None
         size = self._resolve_batch_size([encoded[i] for i in order[:1]])
         start = 0
         while start < len(order):
-            idx = order[start:start + size]
+            batch_idx = order[start:start + size]
             try:
-                scores = self._score_batch([encoded[i] for i in idx])
+                scores = self._score_batch([encoded[i] for i in batch_idx], shared, prefix_cache)
             except RuntimeError as exc:
                 if is_oom(exc) and size > 1:
                     size = max(1, size // 2)  # halve and go on: a smaller batch gives the same scores
@@ -134,12 +164,18 @@ class CausalLMBackend:
                     self._empty_cache()
                     continue
                 raise
-            for i, s in zip(idx, scores):
+            for i, s in zip(batch_idx, scores):
                 results[i] = s
             if on_batch is not None:
-                on_batch([prompts[i] for i in idx], scores)
-            start += len(idx)
-        return results  # type: ignore[return-value]
+                on_batch([prompts[i] for i in batch_idx], scores)
+            start += len(batch_idx)
+
+    def _run_prefix(self, tokens: tuple[int, ...]) -> Any:
+        torch = self.torch
+        ids = torch.tensor([tokens], device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return out.past_key_values
 
     def _empty_cache(self) -> None:
         if self.device.type == "cuda":
@@ -159,7 +195,7 @@ class CausalLMBackend:
         size, best = 1, 1
         while size <= 512:
             try:
-                self._score_batch(longest * size)
+                self._score_batch(longest * size)  # the plain path needs the most memory
                 best = size
                 size *= 2
             except RuntimeError as exc:
@@ -170,21 +206,28 @@ class CausalLMBackend:
         self._auto_batch = best
         return best
 
-    def _score_batch(self, batch: list[Encoded]) -> list[dict[Label, float]]:
+    def _score_batch(self, batch: list[Encoded], shared: int = 0, prefix_cache: Any = None) -> list[dict[Label, float]]:
         torch = self.torch
         n = len(batch)
-        width = max(len(e.context) for e in batch)
+        width = max(len(e.context) - shared for e in batch)
         ids = torch.zeros((n, width), dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for r, e in enumerate(batch):  # left padding: every context ends at the last column
-            ids[r, width - len(e.context):] = torch.tensor(e.context)
-            mask[r, width - len(e.context):] = 1
+            rest = e.context[shared:]
+            ids[r, width - len(rest):] = torch.tensor(rest)
+            mask[r, width - len(rest):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prefix_cache is not None:
+            # Each row continues the one cached prefix; padding sits between prefix and rest, masked out.
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.device))
+            mask = torch.cat([torch.ones((n, shared), dtype=mask.dtype, device=self.device), mask], dim=1)
         multi = [(r, label, toks) for r, e in enumerate(batch) for label, toks in e.options.items() if len(toks) > 1]
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=bool(multi), logits_to_keep=1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=bool(multi) or cache is not None, logits_to_keep=1)
             first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
             scores: list[dict[Label, float]] = []
             for r, e in enumerate(batch):

@@ -1,0 +1,57 @@
+"""The fast scoring paths give the same scores as running every label word as a full sequence."""
+
+from __future__ import annotations
+
+import pytest
+
+from nli_eval.backends.causal import CausalLMBackend
+from nli_eval.labels import Label, LabelSpace
+from nli_eval.prompts import PromptBuilder, ShotSampler
+from nli_eval.templates import BUILTIN_TEMPLATES, Template
+from nli_eval.types import NLIExample
+
+from helpers import nli_rows
+
+MULTI = Template("multi", BUILTIN_TEMPLATES["harness"].query,
+                 {Label.ENTAILMENT: "always True", Label.NEUTRAL: "Maybe Neither", Label.CONTRADICTION: "never False"})
+
+
+def examples(n=14):
+    return tuple(NLIExample(r["uid"], r["premise"], r["hypothesis"], (Label.ENTAILMENT, Label.NEUTRAL,
+                 Label.CONTRADICTION)[r["label"]]) for r in nli_rows(n, seed=3))
+
+
+def naive(model, backend, prompt):
+    import torch
+    enc = backend.encode([prompt])[0]
+    out = {}
+    for label, cont in enc.options.items():
+        seq = torch.tensor([list(enc.context) + list(cont)])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(seq).logits[0].float(), -1)
+        n = len(enc.context)
+        out[label] = sum(float(logp[n - 1 + j, cont[j]]) for j in range(len(cont)))
+    return out
+
+
+@pytest.mark.parametrize("template", [BUILTIN_TEMPLATES["harness"], MULTI], ids=["single-token", "multi-token"])
+@pytest.mark.parametrize("sampling", ["per-example", "fixed"])
+def test_fast_paths_equal_naive(template, sampling, tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    exs = examples()
+    sampler = ShotSampler(exs, "t", 1, sampling, same_split=True)
+    builder = PromptBuilder(template, LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
+    reference = None
+    for reuse in (False, True):
+        for bs in (1, 3, 16):
+            backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse)
+            scores = backend.score(prompts)
+            if reference is None:
+                reference = [naive(model, backend, p) for p in prompts]
+            for got, want in zip(scores, reference):
+                for label in want:
+                    assert got[label] == pytest.approx(want[label], abs=2e-4)
