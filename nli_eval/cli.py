@@ -124,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NliEvalError as exc:
         print(f"nli-eval: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("nli-eval: interrupted; finished examples are cached, rerun the same command to resume",
               file=sys.stderr)
@@ -221,7 +224,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         t = catalog.tasks[name]
         splits = ", ".join(f"{k}={t.splits[k]}" + (f" ({t.sizes[t.splits[k]]})" if t.splits[k] in t.sizes else "")
                            for k in t.splits)
-        rows.append([name, t.label_space.value, t.hub.path if t.hub else "(files)", splits])
+        source = "generated offline" if t.generator else (t.hub.path if t.hub else "(local files)")
+        rows.append([name, t.label_space.value, source, splits])
     for name in sorted(catalog.aggregates):
         a = catalog.aggregates[name]
         rows.append([name, "aggregate", "", " + ".join(a.tasks)])
@@ -248,7 +252,10 @@ def describe_task(catalog: "object", name: str) -> str:
         lines.append(f"dropped label values: {', '.join(t.drop_labels)}")
     if t.breakdown:
         lines.append(f"breakdown by: {', '.join(t.breakdown)}")
-    lines.append(f"local files (--data-dir DIR): DIR/{t.family}/<split>.jsonl|json|parquet|csv (Hub layout)")
+    if t.generator:
+        lines.append(f"rows: generated offline by the project ({t.generator}); no files needed")
+    else:
+        lines.append(f"local files (--data-dir DIR): DIR/{t.family}/<split>.jsonl|json|parquet|csv (Hub layout)")
     for lay in t.layouts:
         lines.append(f"  or DIR/{lay.path}  [{lay.name}: premise={lay.fields.premise}, hypothesis={lay.fields.hypothesis}, "
                      f"label={lay.fields.label} ({', '.join(f'{k}={v.value}' for k, v in lay.labels.items()) or 'by name'})]")
