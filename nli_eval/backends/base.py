@@ -36,3 +36,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the model's memory before the next model of a sweep loads."""
+
+
+def release_memory(device: object) -> None:
+    """Free a dropped model's memory before the next model of a sweep loads."""
+    import gc
+
+    gc.collect()
+    if getattr(device, "type", "") == "cuda":
+        import torch
+        torch.cuda.empty_cache()

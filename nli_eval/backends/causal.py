@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ModelError
 from ..labels import Label
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback
+from .base import BackendInfo, BatchCallback, release_memory
 
 
 @dataclass(frozen=True)
@@ -264,9 +264,7 @@ class CausalLMBackend:
     def close(self) -> None:
         self.model = None
         self._encoded.clear()
-        import gc
-        gc.collect()
-        self._empty_cache()
+        release_memory(self.device)
 
 
 def _context_length(config: Any, tokenizer: Any) -> int:

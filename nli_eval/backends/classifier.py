@@ -13,7 +13,7 @@ from ..errors import ModelError
 from ..labels import Label, parse_label_name
 from ..modeling import LoadOptions, ModelRef, ParamCount, count_loaded, load_weights
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback
+from .base import BackendInfo, BatchCallback, release_memory
 
 
 def map_head_labels(id2label: Mapping[Any, str], label_map: Mapping[str, Label] | None, model: str) -> dict[int, Label]:
@@ -91,10 +91,7 @@ class ClassifierBackend:
 
     def close(self) -> None:
         self.model = None
-        import gc
-        gc.collect()
-        if self.device.type == "cuda":
-            self.torch.cuda.empty_cache()
+        release_memory(self.device)
 
 
 def load_classifier(ref: ModelRef, load: LoadOptions, options: Any, config: Any, tokenizer: Any, device: str,

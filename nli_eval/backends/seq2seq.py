@@ -11,7 +11,7 @@ from ..errors import ModelError
 from ..labels import Label
 from ..modeling import LoadOptions, ModelRef, ParamCount, count_loaded, load_weights
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback
+from .base import BackendInfo, BatchCallback, release_memory
 
 
 class Seq2SeqBackend:
@@ -81,10 +81,7 @@ class Seq2SeqBackend:
 
     def close(self) -> None:
         self.model = None
-        import gc
-        gc.collect()
-        if self.device.type == "cuda":
-            self.torch.cuda.empty_cache()
+        release_memory(self.device)
 
 
 def load_seq2seq(ref: ModelRef, load: LoadOptions, options: Any, tokenizer: Any, device: str,
