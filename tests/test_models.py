@@ -142,6 +142,13 @@ def test_pickle_weights_need_a_flag(tmp_path, tiny_gpt2, anli_hub):
     assert run([folder], anli_hub, load=load).models[0].results[0].n == 30
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "nli_eval", "run", *args]
 
@@ -189,13 +196,17 @@ def test_two_processes_match_one(launcher, tiny_gpt2, anli_hub, tmp_path):
               "--batch-size", "3", "--no-progress", "--no-report"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(cli(*common, "-o", str(tmp_path / "one")), env=env, check=True, capture_output=True)
+    port = free_port()  # never the default 29500, which an earlier run may still hold
     if launcher == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "nli_eval", "run"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               "-m", "nli_eval", "run"]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nli_eval", "run"]
+               "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+               "--dynamo_backend", "no", "-m", "nli_eval", "run"]
     two = subprocess.run(cmd + common + ["-o", str(tmp_path / "two")], env=env, capture_output=True, text=True)
-    assert two.returncode == 0, two.stderr[-2000:]
+    errors = [line for line in two.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert two.returncode == 0, "\n".join(errors[:20]) or two.stderr[-2000:]
     results = json.loads((tmp_path / "two" / "results.json").read_text())
     assert results["config"]["processes"] == 2
     ranks = {f.name for f in (tmp_path / "two" / "cache").glob("*.jsonl")}
