@@ -154,9 +154,9 @@ class Runner:
         cfg = self.config
         ref = resolve(spec, cfg.load.gguf_file)
         fp = fingerprint(ref, cfg.load)
-        kind = cfg.backend.kind
-        if kind == "auto":  # from the config alone, so a fully cached run never loads weights
-            kind = detect_kind(load_config(ref, cfg.load))
+        # The kind comes from the config alone, so a fully cached run never loads weights.
+        config = load_config(ref, cfg.load)
+        kind = detect_kind(config) if cfg.backend.kind == "auto" else cfg.backend.kind
         if kind == "classifier" and any(cfg.shots):
             raise ConfigError(f"model {ref.label} is an NLI classifier head: it takes no shots; use --shots 0")
         started = time.perf_counter()
@@ -166,7 +166,8 @@ class Runner:
         def backend() -> Any:
             if "backend" not in holder:
                 self.log(f"loading {ref.label}")
-                holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device)
+                holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
+                                                                config=config, kind=kind)
             return holder["backend"]
 
         results: list[TaskResult] = []
@@ -243,8 +244,6 @@ class Runner:
                 progress.close()
             for p, s in zip(prompts, scores):
                 fresh[p.example.id] = (dict(s), p.truncated)
-        elif todo:
-            pass  # another rank has this shard
         for part in self.ranks.gather(fresh):
             fresh.update(part)
         self.scored_all += len(fresh)

@@ -31,11 +31,13 @@ def detect_kind(config: Any) -> str:
     return "causal"
 
 
-def load_backend(ref: ModelRef, load: LoadOptions, options: BackendOptions, device: str | None = None) -> Any:
+def load_backend(ref: ModelRef, load: LoadOptions, options: BackendOptions, device: str | None = None,
+                 config: Any = None, kind: str | None = None) -> Any:
+    """The backend and its parameter count; `config` and `kind` when the caller has read them already."""
     if options.kind not in BACKENDS:
         raise ModelError(f"unknown backend {options.kind!r}; choose one of: {', '.join(BACKENDS)}")
-    config = load_config(ref, load)
-    kind = detect_kind(config) if options.kind == "auto" else options.kind
+    config = config if config is not None else load_config(ref, load)
+    kind = kind or (detect_kind(config) if options.kind == "auto" else options.kind)
     device = device or resolve_device(load.device)
     tokenizer = load_tokenizer(ref, load)
     params = count_from_headers(ref)
