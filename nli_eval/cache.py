@@ -44,16 +44,16 @@ class ScoreCache:
         found: dict[str, tuple[dict[Label, float], bool]] = {}
         for path in sorted(self.root.glob(self._stem(key) + "*.jsonl")):
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
+                raw = path.read_bytes()
+            except OSError:
                 continue
-            for line in text.splitlines():
+            for line in raw.splitlines():
                 try:
                     row = json.loads(line)
                     scores = {Label(k): float(v) for k, v in row["scores"].items()}
                     found[str(row["id"])] = (scores, bool(row.get("truncated", False)))
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue  # a torn last line from an interrupted write
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                    continue  # a line torn by an interrupted write: only that example is scored again
         return found
 
     def append(self, key: CacheKey, rank: int, ids: Sequence[str], scores: Sequence[Mapping[Label, float]],

@@ -131,6 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nli-eval: interrupted; finished examples are cached, rerun the same command to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (RuntimeError, MemoryError) as exc:
+        from .backends.base import is_out_of_memory
+        if not is_out_of_memory(exc):
+            raise
+        # Scoring halves its batch on running out of memory; this is what still failed after that.
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        print(f"nli-eval: error: out of memory ({detail}); finished examples are cached; try --batch-size 1, "
+              "--dtype bfloat16, a smaller --max-length, --device-map auto, or a device with more memory",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _models(args: argparse.Namespace) -> tuple[str, ...]:
@@ -180,23 +190,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def execute(config: "object", report: bool = True) -> int:
-    from .console import results_table
-    from .fsutil import directory_lock
+    from .fsutil import directory_lock, remove_stale_temps
     from .runner import Runner
 
     runner = Runner(config, log=lambda m: print(f"nli-eval: {m}", file=sys.stderr))  # type: ignore[arg-type]
     if config.output_dir and runner.ranks.is_main:  # type: ignore[attr-defined]
         from pathlib import Path
-        with directory_lock(Path(config.output_dir)):  # type: ignore[attr-defined]
-            record = runner.run()
-    else:
-        record = runner.run()
-    if not runner.ranks.is_main:
+        out = Path(config.output_dir)  # type: ignore[attr-defined]
+        # Held until the report is written too: two runs never write one output directory at once.
+        with directory_lock(out):
+            remove_stale_temps(out, "samples", "report")  # left by a run killed mid-write
+            return _finish(runner, runner.run(), config, report)
+    return _finish(runner, runner.run(), config, report)
+
+
+def _finish(runner: "object", record: "object", config: "object", report: bool) -> int:
+    from .console import results_table
+
+    if not runner.ranks.is_main:  # type: ignore[attr-defined]
         return 0
-    print(results_table(record))
+    print(results_table(record))  # type: ignore[arg-type]
     if config.output_dir:  # type: ignore[attr-defined]
         print(f"\nresults: {os.path.join(config.output_dir, 'results.json')}")  # type: ignore[attr-defined]
-        if report and len(record.models) > 1:
+        if report and len(record.models) > 1:  # type: ignore[attr-defined]
             _auto_report(config.output_dir)  # type: ignore[attr-defined]
     return 0
 

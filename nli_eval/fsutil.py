@@ -17,12 +17,46 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_name(name: str, max_len: int = 80) -> str:
-    """A file-name-safe slug that never escapes its directory (no separators, no leading dots)."""
+    """A file-name-safe slug that never escapes its directory (no separators, no leading dots).
+
+    A name that had to change (or be shortened) gets a digest of the original, so two different
+    names never share a file.
+    """
     slug = _UNSAFE.sub("_", name.replace("/", "__")).strip("._") or "unnamed"
     if slug != name or len(slug) > max_len:
         digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        slug = f"{slug[: max_len - 9]}-{digest}" if slug != name else slug[:max_len]
+        slug = f"{slug[: max(1, max_len - 9)]}-{digest}"
     return slug
+
+
+def user_path(text: str) -> Path:
+    """A path a user typed, with ~ expanded; an unknown ~user stays as typed, as a shell leaves it."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file for names a user typed: a name too long or holding a NUL byte is simply not there."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def inside(root: Path, *parts: str) -> Path:
@@ -54,22 +88,51 @@ def atomic_write(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C included: never leave the temporary file behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise _explain(exc, path) from None
+        if isinstance(exc, OSError):
+            raise _explain(exc, path) from None
+        raise
 
 
 def append_durable(path: Path, text: str) -> None:
-    """Append whole lines and fsync; a reader ignores a torn last line."""
+    """Append whole lines and fsync; a reader ignores a torn last line.
+
+    A line torn by a killed run or a full disk is closed first, so the new lines never glue onto it.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(text)
+        with path.open("a+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    text = "\n" + text
+            fh.write(text.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
         raise _explain(exc, path) from None
+
+
+TEMP_PATTERN = ".*.tmp"  # what atomic_write leaves behind only when the process is killed mid-write
+
+
+def remove_stale_temps(root: Path, *subdirs: str) -> int:
+    """Delete temporary files a killed run left in root (and the named subfolders); call under the lock."""
+    removed = 0
+    folders = [root] + [root / d for d in subdirs]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        pattern = "**/" + TEMP_PATTERN if folder != root else TEMP_PATTERN
+        for path in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 @contextlib.contextmanager

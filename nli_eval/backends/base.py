@@ -38,6 +38,14 @@ class Backend(Protocol):
         """Release the model's memory before the next model of a sweep loads."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA or CPU allocation failure, whatever type the framework raised it as."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "cannot allocate memory" in text or "not enough memory" in text
+
+
 def release_memory(device: object) -> None:
     """Free a dropped model's memory before the next model of a sweep loads."""
     import gc
