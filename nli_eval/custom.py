@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, DataError
+from .fsutil import exists, is_file, user_path
 from .labels import Label, label_from_name, parse_label_name
 from .readers import detect_format, read_rows
 
@@ -76,12 +77,12 @@ def parse_data_files(text: str) -> dict[str, Path]:
         if split in files:
             raise ConfigError(f"--data-files: two files for split {split!r}; give each split one file, "
                               "e.g. test=a.jsonl,train=b.jsonl")
-        files[split] = Path(path).expanduser()
+        files[split] = user_path(path)
     if not files:
         raise ConfigError("--data-files: no file given")
     for path in files.values():
-        if not path.is_file():
-            raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+        if not is_file(path):
+            raise DataError(f"{path}: file not found" if not exists(path) else f"{path}: not a file")
         detect_format(path)  # an unknown extension fails here, naming the file
     return files
 
@@ -189,6 +190,8 @@ def _check_labels(seen: Sequence[tuple[Path, int, Any]], label_map: Mapping[str,
             continue
         if key == "":
             raise DataError(f"{path}: row {rowno}: missing label")
+        if not isinstance(value, (str, int, float)):
+            raise DataError(f"{path}: row {rowno}: label {value!r} is {_kind(value)}; a label is a name or a number")
         kind = "name" if _kind(value) == "text" else "number"
         if first is None:
             first = (kind, path, rowno)

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import __version__
 from .errors import ConfigError, GateError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, exists, user_path
 from .labels import label_from_name
 from .stats import holm, mcnemar_exact
 
@@ -129,8 +129,10 @@ def resolve_model(value: str, base: Path) -> str:
     text = value.strip()
     if not text:
         return ""
-    candidate = base / Path(text).expanduser()
-    if text.startswith((".", "/", "~")) or candidate.exists():
+    if "\x00" in text:
+        raise GateError(f"model {value!r} holds a NUL character; name a Hub id or a folder")
+    candidate = base / user_path(text)
+    if text.startswith((".", "/", "~")) or exists(candidate):
         return str(candidate.resolve())
     return text
 
@@ -163,7 +165,10 @@ def _choice(value: Any, key: str, where: str, choices: Sequence[str]) -> str:
 
 
 def _path(value: Any, key: str, where: str, base: Path) -> str:
-    return str((base / Path(_text(value, key, where)).expanduser()).resolve())
+    text = _text(value, key, where)
+    if "\x00" in text:
+        raise GateError(f"{where}: {key} {text!r} holds a NUL character; name a path")
+    return str((base / user_path(text)).resolve())
 
 
 def _above_chance(value: Any, where: str) -> str | None:
@@ -262,6 +267,8 @@ def parse_spec(text: str, path: Path, *, model_override: str | None = None, seed
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise GateError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise GateError(f"{source}: TOML nested too deeply to be a spec file") from None
     _unknown(data, ("defaults", "gate"), source)
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
@@ -387,6 +394,8 @@ def read_samples(path: Path, prefix: str = "") -> dict[str, bool]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         raise GateError(f"the evaluation wrote no per-example file {path}; rerun it") from None
+    except UnicodeDecodeError:
+        raise GateError(f"{path}: not UTF-8 text, not a per-example file; rerun the evaluation") from None
     out: dict[str, bool] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -394,7 +403,7 @@ def read_samples(path: Path, prefix: str = "") -> dict[str, bool]:
         try:
             row = json.loads(line)
             out[prefix + str(row["id"])] = bool(row["correct"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise GateError(f"{path}:{number}: not a per-example prediction line; rerun the evaluation") from None
     return out
 
@@ -456,6 +465,8 @@ def read_baseline(path: Path) -> Baseline:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GateError(f"baseline {path} is not valid JSON ({exc.msg} at line {exc.lineno}); {hint}") from None
+    except RecursionError:
+        raise GateError(f"baseline {path} is JSON nested too deeply to be a baseline; {hint}") from None
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
         raise GateError(f"{path} is not an nli-eval baseline (no \"schema\": \"{BASELINE_SCHEMA}\"); {hint}")
     if data.get("schema_version") != BASELINE_SCHEMA_VERSION:

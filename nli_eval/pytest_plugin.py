@@ -25,7 +25,7 @@ import pytest
 
 from . import gates
 from .errors import GateError, ModelError, NliEvalError
-from .fsutil import safe_name
+from .fsutil import safe_name, user_path
 from .gates import (Baseline, Comparison, EvalSettings, Evaluation, Gate, GateFailure, Verdict,
                     assert_above_chance, assert_min_accuracy, assert_no_regression)
 
@@ -529,7 +529,7 @@ class NliFixture:
 
     def assert_no_regression(self, result: Evaluation, baseline: str | Path, max_drop: float = 0.0) -> Verdict:
         """Compare with a baseline file (exact McNemar at the session's alpha); writes it under --nli-update-baselines."""
-        path = (self.base / Path(baseline).expanduser()).resolve()
+        path = (self.base / user_path(str(baseline))).resolve()
         if self._state.options.update_baselines:
             written = self._state.write_baseline(path, result)
             gate = Gate(name="assert_no_regression", settings=result.settings, baseline=path, max_drop=max_drop)

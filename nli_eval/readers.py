@@ -50,6 +50,8 @@ def read_jsonl(path: Path) -> Iterator[Row]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}: line {lineno}: JSON nested too deeply to be a data row") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
         yield row
@@ -64,6 +66,8 @@ def read_json(path: Path) -> Iterator[Row]:
             yield from read_jsonl(path)
             return
         raise DataError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a data file") from None
     if isinstance(data, dict):
         # {"data": [...]} or {"train": [...], "dev": [...]} or a columnar {"col": [...]} table.
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
@@ -94,6 +98,8 @@ def read_json_table(path: Path, key: str) -> Iterator[Row]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a data file") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object of tables, got {type(data).__name__}")
     if key not in data:

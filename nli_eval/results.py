@@ -12,16 +12,21 @@ results.json, schema_version 1:
   (Wilson 95%), macro_f1, chance_uniform, chance_majority, majority_label, p_value_vs_chance
   (exact binomial, two-sided, against uniform chance), per_label {label: Cell}, confusion
   {gold: {predicted: count}}, predicted_distribution {label: count}, breakdowns {field: {value:
-  Cell}}, truncated, members (aggregates), source, seconds. Cell: n, correct, accuracy, ci_low, ci_high.
+  Cell}}, truncated, members (aggregates), source, seconds, scoring_seconds
+  (prompt building and scoring of uncached examples), tokens (model tokens run for them). Cell: n, correct, accuracy, ci_low, ci_high.
 samples/<model>/<task>_<k>shot.jsonl: one line per example: id, gold, predicted, correct, scores
   {label: log-probability}, truncated, meta.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import datetime as _dt
+import functools
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -73,27 +78,79 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _cells(raw: Mapping[str, Any]) -> dict[str, Cell]:
-    return {k: Cell(**v) for k, v in raw.items()}
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
-def task_result_from(raw: Mapping[str, Any]) -> TaskResult:
-    data = dict(raw)
-    data["per_label"] = _cells(data.get("per_label", {}))
-    data["breakdowns"] = {f: _cells(v) for f, v in data.get("breakdowns", {}).items()}
-    data["members"] = tuple(data.get("members", ()))
-    return TaskResult(**data)
+def _typed(tp: Any, value: Any, where: str) -> Any:
+    """A JSON value as the annotated type (dataclasses, tuples, mappings, numbers), or a ResultsError."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        last: ResultsError | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _typed(arg, value, where)
+            except ResultsError as exc:
+                last = exc
+        raise last or ResultsError(f"{where}: unexpected null")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: expected an object, got {_kind(value)}")
+        hints = _hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _typed(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ResultsError(f"{where}: missing {f.name!r}")
+        return tp(**kwargs)  # keys a newer writer added are ignored
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ResultsError(f"{where}: expected a list, got {_kind(value)}")
+        item = typing.get_args(tp)[0]
+        return tuple(_typed(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: expected an object, got {_kind(value)}")
+        _, item = typing.get_args(tp)
+        return {str(k): _typed(item, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ResultsError(f"{where}: expected a number, got {_kind(value)}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ResultsError(f"{where}: expected a whole number, got {_kind(value)}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ResultsError(f"{where}: expected {'text' if tp is str else 'true or false'}, got {_kind(value)}")
+        return value
+    raise TypeError(f"no JSON reading for {tp!r}")  # pragma: no cover - a field type this module lacks
 
 
-def model_record_from(raw: Mapping[str, Any]) -> ModelRecord:
-    data = dict(raw)
-    data["results"] = tuple(task_result_from(r) for r in data.get("results", ()))
-    data["aggregates"] = tuple(task_result_from(r) for r in data.get("aggregates", ()))
-    return ModelRecord(**data)
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def task_result_from(raw: Mapping[str, Any], where: str = "result") -> TaskResult:
+    return _typed(TaskResult, raw, where)
+
+
+def model_record_from(raw: Mapping[str, Any], where: str = "model") -> ModelRecord:
+    return _typed(ModelRecord, raw, where)
 
 
 def read_results(path: str | Path) -> RunRecord:
-    """Read a results.json; wrong schema, version or shape is a ResultsError naming the file."""
+    """Read a results.json; wrong schema, version, shape or types is a ResultsError naming the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -107,20 +164,19 @@ def read_results(path: str | Path) -> RunRecord:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise ResultsError(f"{path}: JSON nested too deeply to be a results file") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ResultsError(f"{path}: not an nli-eval results file (no \"schema\": \"{SCHEMA}\")")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or isinstance(version, bool):
         raise ResultsError(
             f"{path}: results schema version {version}, this nli-eval reads version {SCHEMA_VERSION}; "
             "rerun the evaluation with this version")
     try:
-        return RunRecord(
-            created=data["created"], nli_eval_version=data["nli_eval_version"], versions=data["versions"],
-            config=data["config"], models=tuple(model_record_from(m) for m in data["models"]),
-            warnings=tuple(data.get("warnings", ())), schema_version=version)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ResultsError(f"{path}: malformed results ({type(exc).__name__}: {exc})") from None
+        return _typed(RunRecord, data, "results")
+    except ResultsError as exc:
+        raise ResultsError(f"{path}: malformed results ({exc})") from None
 
 
 def write_results(out_dir: Path, record: RunRecord) -> Path:

@@ -369,6 +369,8 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML nested too deeply to be a task file") from None
 
 
 def load_task_file(path: str | Path) -> tuple[list[TaskVariant], list[Aggregate]]:

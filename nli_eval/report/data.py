@@ -129,7 +129,7 @@ def read_all(paths: Sequence[str | Path]) -> list[tuple[Path, RunRecord]]:
 def _peek_version(path: Path) -> object:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None  # read_results explains what is wrong with it
     return data.get("schema_version") if isinstance(data, dict) else None
 
@@ -252,7 +252,7 @@ def read_outcomes(point: Point) -> Outcomes:
             try:
                 row = json.loads(line)
                 correct[f"{task}:{row['id']}"] = bool(row["correct"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 return Outcomes({}, f"{path} line {i} is not a sample record")
     if len(correct) != point.n or sum(correct.values()) != point.correct:
         return Outcomes({}, f"samples for {point.model.label} {point.task} {point.shots}-shot do not match its "
