@@ -55,3 +55,30 @@ def test_fast_paths_equal_naive(template, sampling, tiny_llama):
             for got, want in zip(scores, reference):
                 for label in want:
                     assert got[label] == pytest.approx(want[label], abs=2e-4)
+
+
+@pytest.mark.parametrize("sampling,passes", [("per-example", 1), ("fixed", 2)])
+def test_prompts_are_batched_whatever_their_shots(sampling, passes, tiny_llama):
+    """Per-example shots give every prompt its own prefix; the prompts still share one batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    exs = examples()
+    sampler = ShotSampler(exs, "t", 1, sampling, same_split=True)
+    builder = PromptBuilder(BUILTIN_TEMPLATES["harness"], LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
+    fresh_passes = []  # forward passes that continue no cache: plain batches and the shared prefix
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        if kwargs.get("past_key_values") is None:
+            fresh_passes.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    model.forward = counting
+    CausalLMBackend(model, tok, name="t", batch_size=16).score(prompts)
+    # fixed: the prefix once, plus one plain batch for examples that were themselves drawn as shots
+    assert len(fresh_passes) <= passes, fresh_passes
+    if sampling == "per-example":
+        assert fresh_passes == [len(prompts)]

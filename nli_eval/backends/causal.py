@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +29,11 @@ class Encoded:
     @property
     def length(self) -> int:
         return len(self.context) + max(len(o) for o in self.options.values())
+
+
+# A prefix is run once and reused only when this many prompts share it; a few chance
+# coincidences of per-example shots are cheaper inside a full plain batch.
+MIN_SHARED = 4
 
 
 def split_context(context: str, continuation: str) -> tuple[str, str]:
@@ -63,6 +69,7 @@ class CausalLMBackend:
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
         self._auto_batch: int | None = None
+        self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
         total, non_emb = params or (None, None)
         self.info = BackendInfo(
@@ -122,9 +129,11 @@ class CausalLMBackend:
         encoded = self.encode(prompts)
         results: list[dict[Label, float] | None] = [None] * len(prompts)
         # Prompts sharing a few-shot prefix (--fewshot-sampling fixed) run that prefix once.
+        # Prompts with a prefix of their own (per-example shots) are batched together as plain prompts.
+        shared_by = Counter(p.prefix for p in prompts) if self.reuse_prefix else Counter()
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
-            groups.setdefault(p.prefix if self.reuse_prefix else "", []).append(i)
+            groups.setdefault(p.prefix if shared_by[p.prefix] >= MIN_SHARED else "", []).append(i)
         for prefix, idx in groups.items():
             shared = self._shared_length([encoded[i] for i in idx]) if prefix and len(idx) > 1 else 0
             self._score_group(prompts, encoded, idx, shared, results, on_batch)
@@ -151,6 +160,7 @@ class CausalLMBackend:
         # Longest first: the first batch shows at once whether the batch size fits in memory.
         order = sorted(idx, key=lambda i: -encoded[i].length)
         prefix_cache = self._run_prefix(encoded[order[0]].context[:shared]) if shared else None
+        self.tokens_run += shared
         size = self._resolve_batch_size([encoded[i] for i in order[:1]])
         start = 0
         while start < len(order):
@@ -166,6 +176,8 @@ class CausalLMBackend:
                 raise
             for i, s in zip(batch_idx, scores):
                 results[i] = s
+                e = encoded[i]
+                self.tokens_run += len(e.context) - shared + sum(len(t) - 1 for t in e.options.values())
             if on_batch is not None:
                 on_batch([prompts[i] for i in batch_idx], scores)
             start += len(batch_idx)
