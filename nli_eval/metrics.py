@@ -52,10 +52,13 @@ class TaskResult:
     members: tuple[str, ...] = ()     # for aggregates: the tasks pooled
     source: str = ""
     seconds: float = 0.0
+    scoring_seconds: float = 0.0      # building and scoring prompts in this run (0 when all were cached)
+    tokens: int = 0                   # tokens the model ran for them (prompt tokens, no padding)
 
 
 def compute(predictions: Sequence[Prediction], *, task: str, split: str, shots: int, template: str,
-            space: LabelSpace, breakdown: Sequence[str] = (), source: str = "", seconds: float = 0.0) -> TaskResult:
+            space: LabelSpace, breakdown: Sequence[str] = (), source: str = "", seconds: float = 0.0,
+            scoring_seconds: float = 0.0, tokens: int = 0) -> TaskResult:
     labels = space.labels
     n = len(predictions)
     correct = sum(p.correct for p in predictions)
@@ -86,6 +89,7 @@ def compute(predictions: Sequence[Prediction], *, task: str, split: str, shots: 
         per_label=per_label, confusion=confusion,
         predicted_distribution={lab.value: pred_counts.get(lab, 0) for lab in labels},
         breakdowns=breakdowns, truncated=sum(p.truncated for p in predictions), source=source, seconds=seconds,
+        scoring_seconds=scoring_seconds, tokens=tokens,
     )
 
 
@@ -120,5 +124,6 @@ def aggregate(name: str, parts: Sequence[TaskResult]) -> TaskResult:
         p_value_vs_chance=binomial_test(correct, n, space.chance), per_label=per_label, confusion=confusion,
         predicted_distribution={q: sum(confusion[g][q] for g in labels) for q in labels},
         truncated=sum(r.truncated for r in parts), members=tuple(r.task for r in parts),
-        seconds=sum(r.seconds for r in parts),
+        seconds=sum(r.seconds for r in parts), scoring_seconds=sum(r.scoring_seconds for r in parts),
+        tokens=sum(r.tokens for r in parts),
     )

@@ -223,11 +223,14 @@ class Runner:
         start, stop = self.ranks.shard(len(todo))
         mine = todo[start:stop]
         fresh: dict[str, tuple[dict[Label, float], bool]] = {}
+        scoring_seconds, tokens = 0.0, 0
         if mine:
             sampler = ShotSampler(prep.pool, prep.task.name, cfg.seed, cfg.sampling, prep.same_split)
             if k:
                 sampler.check(k)
             model = backend()
+            # The scoring phase starts once the model is loaded: prompts are built and scored.
+            scoring_started, tokens_before = time.perf_counter(), getattr(model, "tokens_run", 0)
             builder = PromptBuilder(prep.template, prep.task.label_space)
             prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in mine]
             progress = Progress(cfg.progress, len(prompts), f"{label} {prep.task.name} {k}-shot")
@@ -242,6 +245,8 @@ class Runner:
                 scores = model.score(prompts, on_batch=on_batch)
             finally:
                 progress.close()
+            scoring_seconds = time.perf_counter() - scoring_started
+            tokens = getattr(model, "tokens_run", 0) - tokens_before
             for p, s in zip(prompts, scores):
                 fresh[p.example.id] = (dict(s), p.truncated)
         for part in self.ranks.gather(fresh):
@@ -260,7 +265,8 @@ class Runner:
             notice.warn(f"{label} {prep.task.name} {k}-shot: {n_cut} prompts were cut to fit the model's context")
         result = compute(predictions, task=prep.task.name, split=prep.data.split, shots=k,
                          template=prep.template.name, space=prep.task.label_space, breakdown=prep.task.breakdown,
-                         source=prep.data.source, seconds=round(time.perf_counter() - started, 3))
+                         source=prep.data.source, seconds=round(time.perf_counter() - started, 3),
+                         scoring_seconds=round(scoring_seconds, 3), tokens=tokens)
         if self.out_dir is not None and self.ranks.is_main:
             write_samples(self.out_dir, label, prep.task.name, k, predictions)
         return result
