@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 from . import notice
 from .adapters import get_adapter, get_generator
 from .errors import DataError, MissingSplitError
+from .fsutil import is_dir, is_file
 from .labels import Label, collapse, parse_label_name
 from .readers import FORMATS, read_rows
 from .taskspec import FieldMap, Layout, TaskVariant
@@ -141,6 +142,9 @@ def _fill(text: str, task: TaskVariant, where: str, **values: str) -> str:
         return text.format(task=task.name, **{**task.vars, **values})
     except (KeyError, IndexError) as exc:
         raise DataError(f"{task.source}: {where} uses undefined placeholder {exc}") from None
+    except (ValueError, AttributeError, TypeError) as exc:  # "{", "{task.x}", "{split:d}"
+        raise DataError(f"{task.source}: {where} has a malformed placeholder in {text!r} ({exc}); "
+                        "write {{ and }} for literal braces") from None
 
 
 def _layout_split(task: TaskVariant, layout: Layout, split_key: str) -> str:
@@ -163,7 +167,7 @@ def _candidates(task: TaskVariant, split_key: str, hub_split: str, data_dir: Pat
 
 def find_local(task: TaskVariant, split_key: str, hub_split: str, data_dir: Path) -> tuple[Path, Layout | None] | None:
     for path, layout in _candidates(task, split_key, hub_split, data_dir):
-        if path.is_file():
+        if is_file(path):
             return path, layout
     return None
 
@@ -178,18 +182,18 @@ def load_split(task: TaskVariant, split: str | None = None, data_dir: str | Path
         return _finish(task, key, where, examples, dropped)
     if key in task.data_files:
         path = Path(task.data_files[key])
-        if not path.is_absolute() and task.source and not path.exists():
+        if not path.is_absolute() and task.source and not is_file(path):
             path = Path(task.source).parent / path
         rows = read_rows(path)
         examples, dropped = rows_to_examples(rows, task, key, str(path), adapter=task.adapter)
         return _finish(task, key, str(path), examples, dropped)
     if data_dir is not None:
         data_dir = Path(data_dir)
-        if not data_dir.is_dir():
+        if not is_dir(data_dir):
             raise DataError(f"--data-dir {data_dir}: not a directory")
         found = find_local(task, key, hub_split, data_dir)
         if found is None:
-            tried = [str(p.relative_to(data_dir)) for p, _ in _candidates(task, key, hub_split, data_dir)]
+            tried = [_shown(p, data_dir) for p, _ in _candidates(task, key, hub_split, data_dir)]
             shown = ", ".join(tried[:2] + tried[len(FORMATS):len(FORMATS) + 2])
             raise MissingSplitError(f"task {task.name} split {key}: no file in {data_dir} (looked for {shown}, ...)")
         path, layout = found
@@ -212,6 +216,14 @@ def load_split(task: TaskVariant, split: str | None = None, data_dir: str | Path
     return _finish(task, key, *_load_hub(task, key, hub_split))
 
 
+def _shown(path: Path, data_dir: Path) -> str:
+    """A path as the user would write it under --data-dir (a layout may also name an absolute path)."""
+    try:
+        return str(path.relative_to(data_dir))
+    except ValueError:
+        return str(path)
+
+
 def _finish(task: TaskVariant, key: str, source: str, examples: list[NLIExample], dropped: int) -> LoadedSplit:
     if not examples:
         raise DataError(f"task {task.name} split {key} ({source}) has no labelled examples")
@@ -225,11 +237,19 @@ def _load_hub(task: TaskVariant, key: str, hub_split: str) -> tuple[str, list[NL
         import datasets
     except ImportError:  # pragma: no cover
         raise DataError("loading from the Hub needs the `datasets` package; pip install datasets") from None
+    from . import hub as hf_hub
+
     hub = task.hub
     where = f"{hub.path}{'/' + hub.name if hub.name else ''} split {hub_split}"
+    reason = hf_hub.unavailable()  # an unreachable Hub turns offline mode on: the cache answers at once
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub_split, revision=hub.revision)
     except Exception as exc:  # datasets and huggingface_hub raise many types for one cause
+        if reason is not None:
+            fix = "load it once with offline mode off" if reason == hf_hub.OFFLINE_MODE else (
+                "load it once online (a cached dataset then runs offline, HF_HUB_OFFLINE=1)")
+            raise DataError(f"task {task.name}: {where} is not in the datasets cache and {reason}; pass --data-dir "
+                            f"DIR with local files (see `nli-eval tasks --details {task.name}`), or {fix}") from None
         raise DataError(f"cannot load {where} from the Hub ({_short(exc)}); {HUB_HINT}") from None
     examples, dropped = rows_to_examples(ds, task, key, where, adapter=task.adapter)
     return f"hf://datasets/{hub.path}" + (f"/{hub.name}" if hub.name else "") + f":{hub_split}", examples, dropped

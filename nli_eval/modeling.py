@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .fsutil import exists, is_file, user_path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 HUB_HINT = "pass a local checkpoint folder, or set HF_HUB_OFFLINE=1 with the model already cached"
@@ -72,12 +73,12 @@ def resolve(spec: str, gguf_file: str | None = None) -> ModelRef:
     """A local folder when one exists (or the name is clearly a path), otherwise a Hub id."""
     if not spec or not spec.strip():
         raise ModelError("empty model name; pass a Hub id such as EleutherAI/pythia-160m or a folder")
-    path = Path(spec).expanduser()
-    if spec in PACKAGED_MODELS and not path.exists():
+    path = user_path(spec)
+    if spec in PACKAGED_MODELS and not exists(path):
         folder, filename = packaged_model(spec)
         return ModelRef(spec, folder, filename)
-    if path.exists():
-        if path.is_file():
+    if exists(path):
+        if is_file(path):
             if path.suffix == ".gguf":
                 return ModelRef(spec, path.parent.resolve(), path.name)
             raise ModelError(f"model {spec} is a file; pass the checkpoint folder (with config.json)")
@@ -125,6 +126,9 @@ def fingerprint(ref: ModelRef, options: LoadOptions) -> str:
 
 def _hub_sha(repo: str, revision: str | None) -> str | None:
     """The Hub commit of a model when it is reachable or cached; None offline without a cache."""
+    from . import hub
+    if hub.unavailable():  # the cached commit keeps resumed runs on the same cache key offline
+        return hub.cached_commit(repo, revision) or revision
     try:
         from huggingface_hub import HfApi
         return HfApi().model_info(repo, revision=revision).sha
@@ -170,8 +174,8 @@ def count_from_headers(ref: ModelRef) -> ParamCount | None:
     if ref.local is not None:
         try:
             counts = _safetensors_counts(ref.local)
-        except (OSError, ValueError, struct.error):
-            return None
+        except (OSError, ValueError, TypeError, AttributeError, struct.error, RecursionError):
+            return None  # a damaged header: the count comes from the loaded model instead
         source = "safetensors"
     else:
         try:
@@ -251,7 +255,24 @@ def source_of(ref: ModelRef) -> str:
     return str(ref.local) if ref.local is not None else ref.spec
 
 
+def check_hub_access(ref: ModelRef, options: LoadOptions) -> None:
+    """A Hub model needs the Hub or the cache: without either, one line naming the local alternative."""
+    from . import hub
+    if ref.local is not None:
+        return
+    reason = hub.unavailable()
+    if reason is None or hub.cached_model_file(ref.spec, gguf_of(ref, options) or "config.json", options.revision):
+        return
+    if reason == hub.OFFLINE_MODE:
+        fix = "or download it once with offline mode off"
+    else:
+        fix = "or download it once online (a cached model then runs offline, HF_HUB_OFFLINE=1)"
+    raise ModelError(f"model {ref.spec} is not in the Hugging Face cache and {reason}; pass a local checkpoint "
+                     f"folder (a path holding config.json and *.safetensors), {fix}")
+
+
 def load_config(ref: ModelRef, options: LoadOptions) -> Any:
+    check_hub_access(ref, options)
     from transformers import AutoConfig
     kwargs = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
     if gguf_of(ref, options):
@@ -264,6 +285,11 @@ def load_config(ref: ModelRef, options: LoadOptions) -> Any:
         raise ModelError(f"cannot read the config of {ref.spec}: {_first_line(exc)}") from None
     except OSError as exc:
         raise ModelError(f"cannot load model {ref.spec} ({_first_line(exc)}); {HUB_HINT}") from None
+    except Exception as exc:
+        if options.trust_remote_code:  # the repository's own code, run on request, failed
+            raise ModelError(f"the code of model {ref.spec} (run because of --trust-remote-code) failed: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+        raise
 
 
 def load_tokenizer(ref: ModelRef, options: LoadOptions) -> Any:
