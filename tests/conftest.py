@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import build_causal, write_anli_hub, write_anli_release
+from helpers import COUNTS, build_causal, write_anli_hub, write_anli_release
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -47,3 +47,20 @@ def real_data() -> Path:
     if not (REAL_DATA / "anli" / "dev_r1.jsonl").exists():
         pytest.skip("../shared/data/anli absent")
     return REAL_DATA
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What the reliability suite generated and injected, and whether any result was lost."""
+    if not COUNTS:
+        return
+    tr = terminalreporter
+    tr.write_sep("-", "reliability counts")
+    kinds = sorted(name.removeprefix("fault kind: ") for name in COUNTS if name.startswith("fault kind: "))
+    for name, count in sorted(COUNTS.items()):
+        if not name.startswith("fault kind: "):
+            tr.write_line(f"{count:>7}  {name}")
+    if kinds:
+        tr.write_line(f"{len(kinds):>7}  fault kinds: {', '.join(kinds)}")
+    failed = len(tr.stats.get("failed", [])) + len(tr.stats.get("error", []))
+    tr.write_line("      0  lost or corrupt results" if not failed else
+                  f"      ?  lost or corrupt results: {failed} tests failed, see above")

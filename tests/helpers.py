@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
+
+# What the reliability suite generated and injected, printed at the end of the session (conftest).
+COUNTS: Counter[str] = Counter()
 
 SPECIAL = ["<unk>", "<s>", "</s>"]
 WORDS = ("the a an cat dog bird man woman child teacher doctor farmer artist singer river house car "
