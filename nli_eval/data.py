@@ -241,12 +241,12 @@ def _load_hub(task: TaskVariant, key: str, hub_split: str) -> tuple[str, list[NL
 
     hub = task.hub
     where = f"{hub.path}{'/' + hub.name if hub.name else ''} split {hub_split}"
-    reason = hf_hub.unavailable()  # an unreachable Hub turns offline mode on: the cache answers at once
+    reason = hf_hub.unavailable(datasets=True)  # an unreachable Hub turns offline mode on: the cache answers
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub_split, revision=hub.revision)
     except Exception as exc:  # datasets and huggingface_hub raise many types for one cause
         if reason is not None:
-            fix = "load it once with offline mode off" if reason == hf_hub.OFFLINE_MODE else (
+            fix = "load it once with offline mode off" if reason.startswith(hf_hub.OFFLINE_MODE) else (
                 "load it once online (a cached dataset then runs offline, HF_HUB_OFFLINE=1)")
             raise DataError(f"task {task.name}: {where} is not in the datasets cache and {reason}; pass --data-dir "
                             f"DIR with local files (see `nli-eval tasks --details {task.name}`), or {fix}") from None

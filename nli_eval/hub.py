@@ -16,7 +16,7 @@ import threading
 from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-OFFLINE_MODE = "offline mode is on (HF_HUB_OFFLINE=1)"
+OFFLINE_MODE = "offline mode is on"
 PROBE_SECONDS = 3.0
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -26,13 +26,21 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
-def offline_by_choice() -> bool:
-    """Whether the user (or this process, after a failed probe) turned Hub access off."""
-    if any(os.environ.get(name, "").upper() in _TRUE
-           for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return True
-    constants = sys.modules.get("huggingface_hub.constants")
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+def offline_setting(datasets: bool = False) -> str | None:
+    """The variable that turned Hub access off for models (or for datasets), or None.
+
+    The libraries read them so: datasets follows HF_DATASETS_OFFLINE when it is set and HF_HUB_OFFLINE
+    otherwise; models follow HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE.
+    """
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if datasets and os.environ.get("HF_DATASETS_OFFLINE") is not None:
+        names = ("HF_DATASETS_OFFLINE",)
+    for name in names:
+        if os.environ.get(name, "").upper() in _TRUE:
+            return name
+    # A library already imported may have been switched in code rather than by the environment.
+    module = sys.modules.get("datasets.config" if datasets else "huggingface_hub.constants")
+    return "HF_HUB_OFFLINE" if getattr(module, "HF_HUB_OFFLINE", False) is True else None
 
 
 def _connect(host: str, port: int, result: list[bool]) -> None:
@@ -74,16 +82,18 @@ def go_offline() -> None:
 _switched: str | None = None  # why this process turned offline mode on by itself
 
 
-def unavailable() -> str | None:
-    """Why the Hub cannot be used now (offline mode, or no connection), or None when it can.
+def unavailable(datasets: bool = False) -> str | None:
+    """Why the Hub cannot be used now for models (or datasets), or None when it can.
 
-    An unreachable Hub switches this process to offline mode, so cached files still load at once.
+    The reason starts with OFFLINE_MODE when the user turned offline mode on. An unreachable Hub
+    switches this process to offline mode, so cached files still load at once.
     """
     global _switched
     if _switched is not None:
         return _switched
-    if offline_by_choice():
-        return OFFLINE_MODE
+    setting = offline_setting(datasets)
+    if setting:
+        return f"{OFFLINE_MODE} ({setting}=1)"
     url = endpoint()
     if reachable(url):
         return None

@@ -263,7 +263,7 @@ def check_hub_access(ref: ModelRef, options: LoadOptions) -> None:
     reason = hub.unavailable()
     if reason is None or hub.cached_model_file(ref.spec, gguf_of(ref, options) or "config.json", options.revision):
         return
-    if reason == hub.OFFLINE_MODE:
+    if reason.startswith(hub.OFFLINE_MODE):
         fix = "or download it once with offline mode off"
     else:
         fix = "or download it once online (a cached model then runs offline, HF_HUB_OFFLINE=1)"

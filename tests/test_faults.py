@@ -464,6 +464,25 @@ def test_unreachable_hub_uses_a_cached_model_at_once(tiny_gpt2, anli_hub, tmp_pa
     assert "some-org/tiny" in done.stdout and "Retrying" not in done.stderr and "Error" not in done.stderr
 
 
+@pytest.mark.parametrize("variables, models, datasets", [
+    ({}, None, None),
+    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE", "HF_HUB_OFFLINE"),
+    ({"HF_DATASETS_OFFLINE": "1"}, None, "HF_DATASETS_OFFLINE"),   # datasets offline, models still online
+    ({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "0"}, "HF_HUB_OFFLINE", None),
+    ({"TRANSFORMERS_OFFLINE": "1"}, "TRANSFORMERS_OFFLINE", "TRANSFORMERS_OFFLINE"),
+])
+def test_offline_mode_is_read_as_the_libraries_read_it(variables, models, datasets, monkeypatch):
+    from nli_eval import hub
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.delitem(sys.modules, "datasets.config", raising=False)
+    assert (hub.offline_setting(), hub.offline_setting(datasets=True)) == (models, datasets)
+
+
 def test_hub_probe_does_not_hang_on_an_unknown_host(monkeypatch):
     from nli_eval import hub
 
