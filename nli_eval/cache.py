@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .fsutil import append_durable, safe_name
+from .fsutil import append_durable, atomic_write, safe_name
 from .labels import Label
 
 
@@ -64,3 +64,17 @@ class ScoreCache:
             json.dumps({"id": i, "scores": {k.value: v for k, v in s.items()}, "truncated": t}) + "\n"
             for i, s, t in zip(ids, scores, truncated))
         append_durable(self.root / f"{self._stem(key)}.rank{rank}.jsonl", lines)
+
+    # How a model ran (device, dtype, context length), so a run read wholly from the cache reports it too.
+    def save_model_info(self, fingerprint: str, info: Mapping[str, object]) -> None:
+        if self.root is not None:
+            atomic_write(self.root / f"model-{safe_name(fingerprint, 60)}.json", json.dumps(dict(info)) + "\n")
+
+    def model_info(self, fingerprint: str) -> dict[str, object]:
+        if self.root is None:
+            return {}
+        try:
+            info = json.loads((self.root / f"model-{safe_name(fingerprint, 60)}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return info if isinstance(info, dict) else {}

@@ -180,12 +180,16 @@ class Runner:
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
         info = holder["backend"].info if "backend" in holder else None
+        ran = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length} if info else {}
+        if ran and self.ranks.is_main:
+            self.cache.save_model_info(fp, ran)
+        ran = ran or self.cache.model_info(fp)
         examples = sum(r.n for r in results)
         scored = self.scored_all - scored_before
         return ModelRecord(
             model=spec, label=ref.label, fingerprint=fp, backend=kind,
-            dtype=info.dtype if info else cfg.load.dtype, device=info.device if info else "",
-            max_length=info.max_length if info else None,
+            dtype=str(ran.get("dtype") or cfg.load.dtype), device=str(ran.get("device") or ""),
+            max_length=ran["max_length"] if isinstance(ran.get("max_length"), int) else None,
             params_total=params.total if params else None,
             params_non_embedding=params.non_embedding if params else None,
             params_source=params.source if params else "unknown",

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ModelError
 from ..labels import Label
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback, release_memory
+from .base import BackendInfo, BatchCallback, is_out_of_memory, release_memory
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,6 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
     if n_spaces:
         return context[:-n_spaces], context[-n_spaces:] + continuation
     return context, continuation
-
-
-def is_oom(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "out of memory" in text or "cannot allocate memory" in text or type(exc).__name__ == "OutOfMemoryError"
 
 
 class CausalLMBackend:
@@ -167,13 +162,18 @@ class CausalLMBackend:
             batch_idx = order[start:start + size]
             try:
                 scores = self._score_batch([encoded[i] for i in batch_idx], shared, prefix_cache)
-            except RuntimeError as exc:
-                if is_oom(exc) and size > 1:
-                    size = max(1, size // 2)  # halve and go on: a smaller batch gives the same scores
-                    self._auto_batch = size
-                    self._empty_cache()
-                    continue
-                raise
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if size == 1:
+                    raise ModelError(f"model {self.info.model} runs out of memory on one prompt of "
+                                     f"{encoded[batch_idx[0]].length} tokens even at batch size 1; finished "
+                                     f"examples are cached; try --dtype bfloat16, a smaller --max-length, "
+                                     f"--device-map auto, or a device with more memory") from None
+                size = max(1, size // 2)  # halve and go on: a smaller batch gives the same scores
+                self._auto_batch = size
+                self._empty_cache()
+                continue
             for i, s in zip(batch_idx, scores):
                 results[i] = s
                 e = encoded[i]
@@ -210,8 +210,8 @@ class CausalLMBackend:
                 self._score_batch(longest * size)  # the plain path needs the most memory
                 best = size
                 size *= 2
-            except RuntimeError as exc:
-                if not is_oom(exc):
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
                     raise
                 self._empty_cache()
                 break
