@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+DRIVER = Path(__file__).resolve().parent / "harness_driver.py"
 
 HARNESS_TASK = """task: {name}
 dataset_path: json
@@ -30,72 +31,96 @@ metadata:
   version: 1.0
 """
 
+ORDER = {"entailment": 0, "neutral": 1, "contradiction": 2}  # the harness choice index of each label
+
 
 @dataclass(frozen=True)
 class ProcessRun:
     wall: float            # whole process, seconds
-    peak_rss_mb: float     # peak resident memory of the process tree's largest child
+    peak_rss_mb: float     # peak resident memory of that process (wait4's rusage of the child)
     output: str
 
 
+@dataclass(frozen=True)
+class ToolRun:
+    process: ProcessRun
+    scoring_seconds: float     # the scoring phase alone, as each tool measures it
+    predictions: tuple[int, ...]
+    accuracy: float
+    tokens: int = 0            # model tokens run (nli-eval reports it)
+
+
 def slice_anli(source: Path, n: int | None, work: Path) -> Path:
-    """The first n rows of an ANLI file in the Hub layout, as WORK/anli/dev_r1.jsonl (both tools read it)."""
-    rows = source.read_text(encoding="utf-8").splitlines()
-    rows = [r for r in rows if r.strip()][: n or None]
+    """The first n rows of an ANLI file in the Hub layout, as WORK/data/anli/dev_r1.jsonl (both tools read it)."""
+    rows = [r for r in source.read_text(encoding="utf-8").splitlines() if r.strip()][: n or None]
     target = work / "data" / "anli" / "dev_r1.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return target
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> ProcessRun:
-    """Run a command as its own process; wall time and the peak RSS of that child (getrusage)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def timed(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> ProcessRun:
+    """Run a command as its own process: wall time and that child's own peak RSS."""
+    log = log or Path(os.devnull)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
-    # ru_maxrss of children is the max over all children so far: run the bigger tool last or
-    # read it per run via a wrapper; here each run happens in a fresh `/usr/bin/time`-free child.
-    return ProcessRun(wall, max(peak, before) / 1024, proc.stdout + proc.stderr)
+    text = log.read_text(encoding="utf-8", errors="replace") if log != Path(os.devnull) else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.stderr.write(text[-4000:])
+        raise SystemExit(f"command failed ({code}): {' '.join(cmd)}")
+    return ProcessRun(wall, usage.ru_maxrss / 1024, text)
 
 
-def run_harness(lm_eval: str, model: Path, data_file: Path, work: Path, shots: int, batch: int,
-                name: str = "anli_r1_local") -> tuple[ProcessRun, list[int], float]:
-    """lm_eval --model hf on a local task YAML; returns the run, predicted choice indices, accuracy."""
-    tasks = work / f"harness_tasks_{shots}"
+def harness_python(lm_eval: str) -> str:
+    """The Python interpreter lm_eval is installed in (from its console script)."""
+    first = Path(lm_eval).read_text(encoding="utf-8", errors="replace").splitlines()[0]
+    return first[2:].strip() if first.startswith("#!") else sys.executable
+
+
+def run_harness(python: str, model: Path, data_file: Path, work: Path, shots: int, batch: int, tag: str,
+                shots_table: dict[str, list[str]] | None = None) -> ToolRun:
+    """lm_eval --model hf on a local task YAML, through the timing driver."""
+    name = "anli_r1_local"
+    tasks = work / f"harness_tasks_{tag}"
     tasks.mkdir(parents=True, exist_ok=True)
     (tasks / f"{name}.yaml").write_text(HARNESS_TASK.format(name=name, path=data_file))
-    out = work / f"harness_out_{shots}"
-    cmd = [lm_eval, "run", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
+    out = work / f"harness_out_{tag}"
+    timing = work / f"harness_timing_{tag}.json"
+    env = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "NLI_BENCH_TIMING": str(timing)}
+    if shots_table is not None:
+        table = work / f"shots_{tag}.json"
+        table.write_text(json.dumps(shots_table))
+        env["NLI_BENCH_SHOTS"] = str(table)
+    cmd = [python, str(DRIVER), "run", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
            "--tasks", name, "--include_path", str(tasks), "--batch_size", str(batch), "--device", "cpu",
            "--num_fewshot", str(shots), "--log_samples", "--output_path", str(out), "--seed", "1234"]
-    run = timed(cmd, env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    run = timed(cmd, env=env, log=work / f"harness_{tag}.log")
     samples = sorted(out.rglob(f"samples_{name}_*.jsonl"))[-1]
-    rows = [json.loads(l) for l in samples.read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
     rows.sort(key=lambda r: r["doc_id"])
     preds = []
     for r in rows:
         lls = [float(resp[0]) for resp in r["filtered_resps"]]  # logged as strings
         preds.append(max(range(len(lls)), key=lambda i: lls[i]))
     acc = sum(int(r["acc"]) for r in rows) / len(rows)
-    return run, preds, acc
+    seconds = json.loads(timing.read_text())["loglikelihood_seconds"]
+    return ToolRun(run, seconds, tuple(preds), acc)
 
 
-def run_nli_eval(python: str, model: Path, data_dir: Path, work: Path, shots: int, batch: int,
-                 sampling: str = "per-example") -> tuple[ProcessRun, list[int], float, dict]:
-    out = work / f"nli_eval_out_{shots}_{sampling}"
+def run_nli_eval(python: str, model: Path, data_dir: Path, work: Path, shots: int, batch: int, tag: str,
+                 sampling: str = "per-example") -> ToolRun:
+    out = work / f"nli_eval_out_{tag}"
     cmd = [python, "-m", "nli_eval", "run", str(model), "--tasks", "anli_r1", "--split", "dev",
            "--data-dir", str(data_dir), "--shots", str(shots), "--batch-size", str(batch), "--dtype", "float32",
            "--device", "cpu", "--fewshot-sampling", sampling, "--output-dir", str(out),
-           "--cache-dir", str(work / f"cache_{shots}_{sampling}_{time.time_ns()}"), "--no-progress", "--no-report"]
-    run = timed(cmd, env={"TOKENIZERS_PARALLELISM": "false"})
-    results = json.loads((out / "results.json").read_text())
+           "--cache-dir", str(work / f"cache_{tag}_{time.time_ns()}"), "--no-progress", "--no-report"]
+    run = timed(cmd, env={"TOKENIZERS_PARALLELISM": "false"}, log=work / f"nli_eval_{tag}.log")
+    result = json.loads((out / "results.json").read_text())["models"][0]["results"][0]
     sample_file = next((out / "samples").rglob(f"anli_r1_{shots}shot.jsonl"))
-    order = {"entailment": 0, "neutral": 1, "contradiction": 2}
-    preds = [order[json.loads(l)["predicted"]] for l in sample_file.read_text().splitlines() if l.strip()]
-    result = results["models"][0]["results"][0]
-    return run, preds, result["accuracy"], result
+    preds = [ORDER[json.loads(line)["predicted"]] for line in sample_file.read_text().splitlines() if line.strip()]
+    return ToolRun(run, result["scoring_seconds"], tuple(preds), result["accuracy"], result["tokens"])

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_harness, run_nli_eval, slice_anli  # noqa: E402
+from common import harness_python, run_harness, run_nli_eval, slice_anli  # noqa: E402
 
 
 def main() -> int:
@@ -32,8 +32,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data_file = slice_anli(args.anli, args.n, work)
-        h_run, h_pred, h_acc = run_harness(args.lm_eval, args.model, data_file, work, 0, args.batch_size)
-        n_run, n_pred, n_acc, _ = run_nli_eval(args.python, args.model, work / "data", work, 0, args.batch_size)
+        harness = run_harness(harness_python(args.lm_eval), args.model, data_file, work, 0, args.batch_size, "0")
+        nli = run_nli_eval(args.python, args.model, work / "data", work, 0, args.batch_size, "0")
+    h_run, h_pred, h_acc = harness.process, harness.predictions, harness.accuracy
+    n_run, n_pred, n_acc = nli.process, nli.predictions, nli.accuracy
     if len(h_pred) != len(n_pred):
         raise SystemExit(f"different example counts: lm-eval {len(h_pred)}, nli-eval {len(n_pred)}")
     same = sum(a == b for a, b in zip(h_pred, n_pred))

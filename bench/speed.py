@@ -1,0 +1,218 @@
+"""nli-eval against lm-evaluation-harness: time, memory and answers, side by side on one machine.
+
+Both tools read the same file (the first --n rows of ANLI dev R1, Hub layout), score the same
+checkpoint in fp32 on the CPU with the same prompt, label words and batch size, each as a whole
+process. The 5-shot runs give lm-eval nli-eval's shots (bench/harness_driver.py), so both see
+identical prompts and their answers can be compared one by one. Printed: whole-process and
+scoring-phase seconds, peak resident memory, agreement, the ratios against the targets, the model
+FLOP rate against a matrix-multiply peak measured here, and how time and memory grow with 10x
+the examples.
+
+    python bench/speed.py --model ~/.cache/nli-eval/models/smollm2-135m \
+        --anli ../shared/data/anli/dev_r1.jsonl --lm-eval /path/to/venv/bin/lm_eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ToolRun, harness_python, run_harness, run_nli_eval, slice_anli  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    limit: float
+    unit: str = "x"
+    at_least: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    def line(self) -> str:
+        sign = ">=" if self.at_least else "<="
+        return (f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.value:.3g}{self.unit} "
+                f"(target {sign} {self.limit:.3g}{self.unit})")
+
+
+def matmul_peak(seconds: float = 2.0) -> tuple[float, int]:
+    """Best fp32 matrix-multiply rate (FLOP/s) over a few square sizes, with torch's threads."""
+    import torch
+
+    best, best_size = 0.0, 0
+    for size in (512, 1024, 2048, 3072):
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        for _ in range(3):
+            torch.mm(a, b)
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.mm(a, b)
+            reps += 1
+        rate = 2 * size ** 3 * reps / (time.perf_counter() - start)
+        if rate > best:
+            best, best_size = rate, size
+    return best, best_size
+
+
+def shots_table(data_dir: Path, k: int, sampling: str) -> dict[str, list[str]]:
+    """The shots nli-eval draws for each example (uid -> shot uids), for lm-eval to use as well."""
+    from nli_eval.prompts import ShotSampler
+    from nli_eval.runner import RunConfig, Runner
+
+    runner = Runner(RunConfig(models=("-",), tasks=("anli_r1",), shots=(k,), split="dev",
+                              data_dir=str(data_dir), sampling=sampling))
+    prep = runner.prepare("anli_r1")
+    sampler = ShotSampler(prep.pool, prep.task.name, runner.config.seed, sampling, prep.same_split)
+    return {ex.id: [s.id for s in sampler.draw(ex, k)] for ex in prep.examples}
+
+
+def model_shape(model: Path) -> tuple[int, int, int]:
+    """(non-embedding parameters, hidden size, vocabulary size) from the checkpoint."""
+    from nli_eval.modeling import count_from_headers, resolve
+
+    config = json.loads((model / "config.json").read_text())
+    text = config.get("text_config", config)
+    params = count_from_headers(resolve(str(model)))
+    if params is None or params.non_embedding is None:
+        raise SystemExit(f"cannot count the parameters of {model}")
+    return params.non_embedding, int(text["hidden_size"]), int(text["vocab_size"])
+
+
+def label_tail_tokens(model: Path) -> int:
+    """Vocabulary projections per example beyond the first: the extra tokens of multi-token label words."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    return sum(len(tok(" " + w, add_special_tokens=False)["input_ids"]) - 1 for w in ("True", "Neither", "False"))
+
+
+def model_flops(run: ToolRun, n: int, shape: tuple[int, int, int], tail: int) -> float:
+    non_embedding, hidden, vocab = shape
+    return 2 * non_embedding * run.tokens + 2 * hidden * vocab * n * (1 + tail)
+
+
+def agreement(a: ToolRun, b: ToolRun) -> str:
+    same = sum(x == y for x, y in zip(a.predictions, b.predictions))
+    return f"{same}/{len(a.predictions)}"
+
+
+def row(setting: str, tool: str, run: ToolRun, agree: str = "") -> str:
+    p = run.process
+    return (f"| {setting} | {tool} | {p.wall:.1f} | {run.scoring_seconds:.1f} | {p.peak_rss_mb:.0f} | "
+            f"{100 * run.accuracy:.1f} | {agree} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--anli", type=Path, required=True, help="ANLI dev_r1.jsonl in the Hub layout")
+    ap.add_argument("--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable")
+    ap.add_argument("--python", default=sys.executable, help="the Python that has nli-eval installed")
+    ap.add_argument("--n", type=int, default=200, help="first N examples (default: 200)")
+    ap.add_argument("--shots", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--scale-n", type=int, default=100, help="the growth check runs N and 10 N examples")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: fewshot, fixed-harness, scale")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    harness_py = harness_python(args.lm_eval)
+    model = args.model.expanduser()
+    shape, tail = model_shape(model), label_tail_tokens(model)
+    peak, peak_size = matmul_peak()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}; model {model.name}; "
+          f"first {args.n} examples of ANLI dev R1; fp32; batch size {args.batch_size}", flush=True)
+    print(f"matrix-multiply peak: {peak / 1e9:.1f} GFLOP/s (fp32 {peak_size}x{peak_size})", flush=True)
+    checks: list[Check] = []
+    lines = ["| setting | tool | whole process s | scoring phase s | peak RSS MB | accuracy % | same answers |",
+             "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data_file = slice_anli(args.anli, args.n, work)
+        data_dir = work / "data"
+
+        h0 = run_harness(harness_py, model, data_file, work, 0, args.batch_size, "0")
+        n0 = run_nli_eval(args.python, model, data_dir, work, 0, args.batch_size, "0")
+        lines += [row("0-shot", "lm-eval", h0), row("0-shot", "nli-eval", n0, agreement(h0, n0))]
+        print(lines[-2] + "\n" + lines[-1], flush=True)
+        checks += [Check("0-shot whole process, nli-eval / lm-eval", n0.process.wall / h0.process.wall, 0.5),
+                   Check("0-shot scoring phase, nli-eval / lm-eval", n0.scoring_seconds / h0.scoring_seconds, 2 / 3),
+                   Check("0-shot peak RSS, nli-eval / lm-eval", n0.process.peak_rss_mb / h0.process.peak_rss_mb, 1.0),
+                   Check("0-shot answers differing from lm-eval", sum(a != b for a, b in zip(h0.predictions,
+                                                                                           n0.predictions)), 0, "")]
+        flops = model_flops(n0, args.n, shape, tail)
+        rate = flops / n0.scoring_seconds
+        h_rate = flops / h0.scoring_seconds
+        print(f"0-shot model FLOPs: {flops / 1e12:.2f} TFLOP for {n0.tokens} tokens; nli-eval {rate / 1e9:.1f} "
+              f"GFLOP/s = {100 * rate / peak:.0f}% of peak; lm-eval {h_rate / 1e9:.1f} GFLOP/s = "
+              f"{100 * h_rate / peak:.0f}% (the same useful work in its scoring time)", flush=True)
+        checks.append(Check("0-shot model FLOP rate / matrix-multiply peak", rate / peak, 0.6, "", at_least=True))
+
+        if "fewshot" not in skip:
+            k = args.shots
+            table = shots_table(data_dir, k, "per-example")
+            h5 = run_harness(harness_py, model, data_file, work, k, args.batch_size, f"{k}", table)
+            n5 = run_nli_eval(args.python, model, data_dir, work, k, args.batch_size, f"{k}")
+            f5 = run_nli_eval(args.python, model, data_dir, work, k, args.batch_size, f"{k}f", "fixed")
+            lines += [row(f"{k}-shot per-example", "lm-eval", h5),
+                      row(f"{k}-shot per-example", "nli-eval", n5, agreement(h5, n5)),
+                      row(f"{k}-shot fixed", "nli-eval", f5)]
+            print("\n".join(lines[-3:]), flush=True)
+            checks += [
+                Check(f"{k}-shot scoring phase, nli-eval / lm-eval", n5.scoring_seconds / h5.scoring_seconds, 2 / 3),
+                Check(f"{k}-shot fixed scoring phase, nli-eval / lm-eval {k}-shot",
+                      f5.scoring_seconds / h5.scoring_seconds, 0.25),
+                Check(f"{k}-shot peak RSS, nli-eval / lm-eval", n5.process.peak_rss_mb / h5.process.peak_rss_mb, 1.0),
+                Check(f"{k}-shot answers differing from lm-eval",
+                      sum(a != b for a, b in zip(h5.predictions, n5.predictions)), 0, ""),
+            ]
+            if "fixed-harness" not in skip:
+                hf = run_harness(harness_py, model, data_file, work, k, args.batch_size, f"{k}f",
+                                 shots_table(data_dir, k, "fixed"))
+                lines.append(row(f"{k}-shot fixed", "lm-eval", hf, f"{agreement(hf, f5)} (with nli-eval fixed)"))
+                print(lines[-1], flush=True)
+                checks.append(Check(f"{k}-shot fixed answers differing from lm-eval on the same prompts",
+                                    sum(a != b for a, b in zip(hf.predictions, f5.predictions)), 0, ""))
+
+        if "scale" not in skip:
+            small, large = args.scale_n, 10 * args.scale_n
+            runs = {}
+            for n in (small, large):
+                scale_work = work / f"scale_{n}"
+                slice_anli(args.anli, n, scale_work)
+                runs[n] = run_nli_eval(args.python, model, scale_work / "data", scale_work, 0, args.batch_size,
+                                       f"scale{n}")
+            a, b = runs[small], runs[large]
+            if len(b.predictions) < large:
+                raise SystemExit(f"--anli has only {len(b.predictions)} rows; the growth check needs {large}")
+            print(f"growth: {small} -> {large} examples (0-shot nli-eval): scoring {a.scoring_seconds:.1f}s -> "
+                  f"{b.scoring_seconds:.1f}s ({b.scoring_seconds / a.scoring_seconds:.2f}x; tokens "
+                  f"{b.tokens / a.tokens:.2f}x); whole process {a.process.wall:.1f}s -> {b.process.wall:.1f}s; "
+                  f"peak RSS {a.process.peak_rss_mb:.0f} -> {b.process.peak_rss_mb:.0f} MB", flush=True)
+            checks += [Check(f"scoring time for 10x the examples ({small} -> {large})",
+                             b.scoring_seconds / a.scoring_seconds, 10.5),
+                       Check(f"peak RSS for 10x the examples ({small} -> {large})",
+                             b.process.peak_rss_mb / a.process.peak_rss_mb, 1.0)]
+    print()
+    print("\n".join(lines))
+    print()
+    for c in checks:
+        print(c.line())
+    failed = [c for c in checks if not c.ok]
+    print(f"\n{len(checks) - len(failed)}/{len(checks)} targets met")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
