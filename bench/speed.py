@@ -114,6 +114,29 @@ def row(setting: str, tool: str, run: ToolRun, agree: str = "") -> str:
             f"{100 * run.accuracy:.1f} | {agree} |")
 
 
+def zero_shot(args, harness_py: str, model: Path, data_file: Path, data_dir: Path, work: Path,
+              shape: tuple[int, int, int], tail: int, peak: float, lines: list[str]) -> list[Check]:
+    """Zero-shot: both tools' times, memory and answers, and nli-eval's model FLOP rate."""
+    checks: list[Check] = []
+    h0 = run_harness(harness_py, model, data_file, work, 0, args.batch_size, "0")
+    n0 = run_nli_eval(args.python, model, data_dir, work, 0, args.batch_size, "0")
+    lines += [row("0-shot", "lm-eval", h0), row("0-shot", "nli-eval", n0, agreement(h0, n0))]
+    print(lines[-2] + "\n" + lines[-1], flush=True)
+    checks += [Check("0-shot whole process, nli-eval / lm-eval", n0.process.wall / h0.process.wall, 0.5),
+               Check("0-shot scoring phase, nli-eval / lm-eval", n0.scoring_seconds / h0.scoring_seconds, 2 / 3),
+               Check("0-shot peak RSS, nli-eval / lm-eval", n0.process.peak_rss_mb / h0.process.peak_rss_mb, 1.0),
+               Check("0-shot answers differing from lm-eval", sum(a != b for a, b in zip(h0.predictions,
+                                                                                       n0.predictions)), 0, "")]
+    flops = model_flops(n0, args.n, shape, tail)
+    rate = flops / n0.scoring_seconds
+    h_rate = flops / h0.scoring_seconds
+    print(f"0-shot model FLOPs: {flops / 1e12:.2f} TFLOP for {n0.tokens} tokens; nli-eval {rate / 1e9:.1f} "
+          f"GFLOP/s = {100 * rate / peak:.0f}% of peak; lm-eval {h_rate / 1e9:.1f} GFLOP/s = "
+          f"{100 * h_rate / peak:.0f}% (the same useful work in its scoring time)", flush=True)
+    checks.append(Check("0-shot model FLOP rate / matrix-multiply peak", rate / peak, 0.6, "", at_least=True))
+    return checks
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True)
@@ -124,7 +147,7 @@ def main() -> int:
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--scale-n", type=int, default=100, help="the growth check runs N and 10 N examples")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: fewshot, fixed-harness, scale")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: zero, fewshot, fixed-harness, scale")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     harness_py = harness_python(args.lm_eval)
@@ -142,22 +165,8 @@ def main() -> int:
         data_file = slice_anli(args.anli, args.n, work)
         data_dir = work / "data"
 
-        h0 = run_harness(harness_py, model, data_file, work, 0, args.batch_size, "0")
-        n0 = run_nli_eval(args.python, model, data_dir, work, 0, args.batch_size, "0")
-        lines += [row("0-shot", "lm-eval", h0), row("0-shot", "nli-eval", n0, agreement(h0, n0))]
-        print(lines[-2] + "\n" + lines[-1], flush=True)
-        checks += [Check("0-shot whole process, nli-eval / lm-eval", n0.process.wall / h0.process.wall, 0.5),
-                   Check("0-shot scoring phase, nli-eval / lm-eval", n0.scoring_seconds / h0.scoring_seconds, 2 / 3),
-                   Check("0-shot peak RSS, nli-eval / lm-eval", n0.process.peak_rss_mb / h0.process.peak_rss_mb, 1.0),
-                   Check("0-shot answers differing from lm-eval", sum(a != b for a, b in zip(h0.predictions,
-                                                                                           n0.predictions)), 0, "")]
-        flops = model_flops(n0, args.n, shape, tail)
-        rate = flops / n0.scoring_seconds
-        h_rate = flops / h0.scoring_seconds
-        print(f"0-shot model FLOPs: {flops / 1e12:.2f} TFLOP for {n0.tokens} tokens; nli-eval {rate / 1e9:.1f} "
-              f"GFLOP/s = {100 * rate / peak:.0f}% of peak; lm-eval {h_rate / 1e9:.1f} GFLOP/s = "
-              f"{100 * h_rate / peak:.0f}% (the same useful work in its scoring time)", flush=True)
-        checks.append(Check("0-shot model FLOP rate / matrix-multiply peak", rate / peak, 0.6, "", at_least=True))
+        if "zero" not in skip:
+            checks += zero_shot(args, harness_py, model, data_file, data_dir, work, shape, tail, peak, lines)
 
         if "fewshot" not in skip:
             k = args.shots

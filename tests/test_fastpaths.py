@@ -82,3 +82,32 @@ def test_prompts_are_batched_whatever_their_shots(sampling, passes, tiny_llama):
     assert len(fresh_passes) <= passes, fresh_passes
     if sampling == "per-example":
         assert fresh_passes == [len(prompts)]
+
+
+def test_the_longest_prompts_run_in_smaller_passes(tiny_llama):
+    """A pass holds at most batch-size prompts of the typical length: a few long ones cannot raise memory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    exs = list(examples(20))
+    long_premise = " ".join([exs[0].premise] * 4)
+    exs[:2] = [NLIExample(e.id, long_premise, e.hypothesis, e.label) for e in exs[:2]]
+    builder = PromptBuilder(BUILTIN_TEMPLATES["harness"], LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, ()) for e in exs]
+    rows = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        if kwargs.get("past_key_values") is None:
+            rows.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = counting
+    backend = CausalLMBackend(model, tok, name="t", batch_size=8)
+    scores = backend.score(prompts)
+    assert rows[0][0] < 8  # the two long prompts: a smaller pass
+    assert sum(n for n, _ in rows) == len(prompts)
+    plain = CausalLMBackend(model, tok, name="t", batch_size=1).score(prompts)
+    for got, want in zip(scores, plain):
+        assert all(got[label] == pytest.approx(want[label], abs=2e-4) for label in want)

@@ -157,9 +157,14 @@ class CausalLMBackend:
         prefix_cache = self._run_prefix(encoded[order[0]].context[:shared]) if shared else None
         self.tokens_run += shared
         size = self._resolve_batch_size([encoded[i] for i in order[:1]])
+        lengths = [encoded[i].length - shared for i in order]
+        # A pass holds at most `size` prompts of the typical (90th-percentile) length in tokens, so the
+        # few longest prompts of a large sample run in smaller passes and memory does not grow with it.
+        typical = lengths[len(lengths) // 10]
         start = 0
         while start < len(order):
-            batch_idx = order[start:start + size]
+            count = max(1, min(size, size * typical // max(1, lengths[start])))
+            batch_idx = order[start:start + count]
             try:
                 scores = self._score_batch([encoded[i] for i in batch_idx], shared, prefix_cache)
             except (RuntimeError, MemoryError) as exc:
