@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +34,19 @@ metadata:
 """
 
 ORDER = {"entailment": 0, "neutral": 1, "contradiction": 2}  # the harness choice index of each label
+
+
+def common_arguments(description: str, examples_default: int | None) -> argparse.ArgumentParser:
+    """The arguments every side-by-side script takes: the model, the data, both tools."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--anli", type=Path, required=True, help="ANLI dev_r1.jsonl in the Hub layout")
+    ap.add_argument("--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable")
+    ap.add_argument("--python", default=sys.executable, help="the Python that has nli-eval installed")
+    ap.add_argument("--n", type=int, default=examples_default,
+                    help=f"first N examples (default: {examples_default or 'all'})")
+    ap.add_argument("--batch-size", type=int, default=16)
+    return ap
 
 
 @dataclass(frozen=True)

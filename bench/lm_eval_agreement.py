@@ -10,24 +10,16 @@ agreement and both accuracies.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import harness_python, run_harness, run_nli_eval, slice_anli  # noqa: E402
+from common import common_arguments, harness_python, run_harness, run_nli_eval, slice_anli  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--anli", type=Path, required=True, help="ANLI dev_r1.jsonl in the Hub layout")
-    ap.add_argument("--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable")
-    ap.add_argument("--python", default=sys.executable, help="the Python that has nli-eval installed")
-    ap.add_argument("--n", type=int, default=None, help="first N examples (default: all)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap = common_arguments(__doc__.splitlines()[0], None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -14,11 +14,9 @@ the examples.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ToolRun, harness_python, run_harness, run_nli_eval, slice_anli  # noqa: E402
+from common import (ToolRun, common_arguments, harness_python, run_harness, run_nli_eval,  # noqa: E402
+                    slice_anli)
 
 
 @dataclass(frozen=True)
@@ -138,14 +137,8 @@ def zero_shot(args, harness_py: str, model: Path, data_file: Path, data_dir: Pat
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--anli", type=Path, required=True, help="ANLI dev_r1.jsonl in the Hub layout")
-    ap.add_argument("--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable")
-    ap.add_argument("--python", default=sys.executable, help="the Python that has nli-eval installed")
-    ap.add_argument("--n", type=int, default=200, help="first N examples (default: 200)")
+    ap = common_arguments(__doc__.splitlines()[0], 200)
     ap.add_argument("--shots", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--scale-n", type=int, default=100, help="the growth check runs N and 10 N examples")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: zero, fewshot, fixed-harness, scale")
     args = ap.parse_args()
