@@ -168,6 +168,10 @@ class Runner:
                 self.log(f"loading {ref.label}")
                 holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
                                                                 config=config, kind=kind)
+                info = holder["backend"].info
+                if self.ranks.is_main:  # at once: a run stopped later still finds it
+                    self.cache.save_model_info(fp, {"device": info.device, "dtype": info.dtype,
+                                                    "max_length": info.max_length})
             return holder["backend"]
 
         results: list[TaskResult] = []
@@ -181,8 +185,6 @@ class Runner:
         params = holder.get("params") or count_from_headers(ref)
         info = holder["backend"].info if "backend" in holder else None
         ran = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length} if info else {}
-        if ran and self.ranks.is_main:
-            self.cache.save_model_info(fp, ran)
         ran = ran or self.cache.model_info(fp)
         examples = sum(r.n for r in results)
         scored = self.scored_all - scored_before

@@ -18,6 +18,8 @@ import threading
 
 
 def main() -> int:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that: restore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kind, _, arg = os.environ.get("NLI_FAULT", "").partition(":")
     sig = getattr(signal, "SIG" + os.environ.get("NLI_FAULT_SIGNAL", "INT"))
 

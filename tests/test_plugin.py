@@ -350,7 +350,7 @@ def test_accelerate_launcher_runs_in_a_subprocess(pytester, env, processes, tmp_
     log = (group / "launcher.log").read_text()
     assert ("accelerate.commands.launch --num_processes 2" in log) == (processes == 2)
     assert json.loads((group / "results.json").read_text())["config"]["processes"] == processes
-    ranks = {p.name.rsplit(".", 2)[-2] for p in (group / "cache").iterdir()}
+    ranks = {p.name.rsplit(".", 2)[-2] for p in (group / "cache").glob("*.jsonl")}
     assert ranks == {f"rank{i}" for i in range(processes)}
 
 
