@@ -144,7 +144,8 @@ def interrupt(point: str, sig: str, args: list[str], out: Path) -> subprocess.Co
         return subprocess.run([sys.executable, str(DRIVER), *args], env=env(NLI_FAULT=point, NLI_FAULT_SIGNAL=sig),
                               capture_output=True, text=True, timeout=300)
     # From outside, like a user's Ctrl-C or the OOM killer: once the run holds its lock.
-    proc = subprocess.Popen([sys.executable, "-m", "nli_eval", *args], env=env(), stdout=subprocess.PIPE,
+    # The driver with no fault set is the plain command line, with Ctrl-C restored in background jobs.
+    proc = subprocess.Popen([sys.executable, str(DRIVER), *args], env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / ".lock").exists() and time.time() < deadline and proc.poll() is None:
