@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import OutputError
 
@@ -37,26 +37,24 @@ def user_path(text: str) -> Path:
         return Path(text)
 
 
-def is_file(path: Path) -> bool:
-    """Path.is_file for names a user typed: a name too long or holding a NUL byte is simply not there."""
+def _checked(probe: Callable[[], bool]) -> bool:
+    # Names a user typed may be too long or hold a NUL byte: such a path is simply not there.
     try:
-        return path.is_file()
+        return probe()
     except (OSError, ValueError):
         return False
+
+
+def is_file(path: Path) -> bool:
+    return _checked(path.is_file)
 
 
 def is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
+    return _checked(path.is_dir)
 
 
 def exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
+    return _checked(path.exists)
 
 
 def inside(root: Path, *parts: str) -> Path:

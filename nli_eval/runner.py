@@ -169,9 +169,9 @@ class Runner:
                 holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
                                                                 config=config, kind=kind)
                 info = holder["backend"].info
+                holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length}
                 if self.ranks.is_main:  # at once: a run stopped later still finds it
-                    self.cache.save_model_info(fp, {"device": info.device, "dtype": info.dtype,
-                                                    "max_length": info.max_length})
+                    self.cache.save_model_info(fp, holder["ran"])
             return holder["backend"]
 
         results: list[TaskResult] = []
@@ -183,9 +183,7 @@ class Runner:
             if "backend" in holder:
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
-        info = holder["backend"].info if "backend" in holder else None
-        ran = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length} if info else {}
-        ran = ran or self.cache.model_info(fp)
+        ran = holder.get("ran") or self.cache.model_info(fp)  # a model never loaded ran in an earlier run
         examples = sum(r.n for r in results)
         scored = self.scored_all - scored_before
         return ModelRecord(
