@@ -22,6 +22,11 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory) -> Path:
+    return build_causal(tmp_path_factory.mktemp("tiny-gemma"), "gemma")
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     return build_causal(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
 

@@ -47,9 +47,9 @@ def build_tokenizer(path: Path, pad: bool = True):
 
 def build_causal(path: Path, shape: str = "llama", seed: int = 0, max_positions: int = 512,
                  pad: bool = True) -> Path:
-    """A tiny random causal LM (Llama- or GPT-2-shaped) saved with save_pretrained (safetensors)."""
+    """A tiny random causal LM (Llama-, Gemma-3- or GPT-2-shaped) saved with save_pretrained (safetensors)."""
     import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, LlamaConfig
 
     path = Path(path)
     tok = build_tokenizer(path, pad=pad)
@@ -59,6 +59,12 @@ def build_causal(path: Path, shape: str = "llama", seed: int = 0, max_positions:
         config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                              bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    elif shape == "gemma":  # tanh-GELU MLP, tied embeddings, a 16-token sliding window on layer 1
+        config = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16,
+                                  layer_types=["sliding_attention", "full_attention"],
+                                  max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2,
+                                  pad_token_id=0, tie_word_embeddings=True)
     elif shape == "gpt2":
         config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=max_positions,
                             bos_token_id=1, eos_token_id=2)

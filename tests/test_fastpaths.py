@@ -34,27 +34,33 @@ def naive(model, backend, prompt):
     return out
 
 
+@pytest.mark.parametrize("shape", ["tiny_llama", "tiny_gemma"])
 @pytest.mark.parametrize("template", [BUILTIN_TEMPLATES["harness"], MULTI], ids=["single-token", "multi-token"])
 @pytest.mark.parametrize("sampling", ["per-example", "fixed"])
-def test_fast_paths_equal_naive(template, sampling, tiny_llama):
+def test_fast_paths_equal_naive(template, sampling, shape, request):
+    """Every path (packed CPU layers or plain, cached prefix or not, several batch sizes) scores as the
+    plain model does on each label word's whole sequence. The Gemma-shaped model has a 16-token sliding
+    window, shorter than every prompt."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
-    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    path = request.getfixturevalue(shape)
+    tok = AutoTokenizer.from_pretrained(path)
     exs = examples()
     sampler = ShotSampler(exs, "t", 1, sampling, same_split=True)
     builder = PromptBuilder(template, LabelSpace.THREE_WAY)
     prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
-    reference = None
-    for reuse in (False, True):
-        for bs in (1, 3, 16):
-            backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse)
-            scores = backend.score(prompts)
-            if reference is None:
-                reference = [naive(model, backend, p) for p in prompts]
-            for got, want in zip(scores, reference):
-                for label in want:
-                    assert got[label] == pytest.approx(want[label], abs=2e-4)
+    plain = AutoModelForCausalLM.from_pretrained(path).eval()
+    reference = [naive(plain, CausalLMBackend(plain, tok, name="t", pack_linear=False), p) for p in prompts]
+    packed = AutoModelForCausalLM.from_pretrained(path).eval()
+    for model, pack in ((plain, False), (packed, True)):
+        for reuse in (False, True):
+            for bs in (1, 3, 16):
+                backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse, pack_linear=pack)
+                assert ("packed_linear_layers" in backend.info.extra) == pack
+                scores = backend.score(prompts)
+                for got, want in zip(scores, reference):
+                    for label in want:
+                        assert got[label] == pytest.approx(want[label], abs=2e-4)
 
 
 @pytest.mark.parametrize("sampling,passes", [("per-example", 1), ("fixed", 2)])
@@ -111,3 +117,19 @@ def test_the_longest_prompts_run_in_smaller_passes(tiny_llama):
     plain = CausalLMBackend(model, tok, name="t", batch_size=1).score(prompts)
     for got, want in zip(scores, plain):
         assert all(got[label] == pytest.approx(want[label], abs=2e-4) for label in want)
+
+
+def test_a_model_without_an_output_embedding_module_scores_the_same(tiny_llama, monkeypatch):
+    """The vocabulary projection is narrowed by a hook on the output embedding; without one, the scores
+    are read from the full logits instead."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    builder = PromptBuilder(MULTI, LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, ()) for e in examples()]
+    want = CausalLMBackend(model, tok, name="t", batch_size=4).score(prompts)
+    monkeypatch.setattr(model, "get_output_embeddings", lambda: None)
+    got = CausalLMBackend(model, tok, name="t", batch_size=4).score(prompts)
+    for g, w in zip(got, want):
+        assert all(g[label] == pytest.approx(w[label], abs=1e-5) for label in w)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from ..errors import ModelError
@@ -47,7 +47,8 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
 class CausalLMBackend:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
-                 params: tuple[int, int] | None = None, reuse_prefix: bool = True) -> None:
+                 params: tuple[int, int] | None = None, reuse_prefix: bool = True,
+                 pack_linear: bool = True) -> None:
         import torch
 
         self.torch = torch
@@ -71,6 +72,11 @@ class CausalLMBackend:
             kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
             device=str(self.device), max_length=self.max_length, params_total=total,
             params_non_embedding=non_emb, extra={"add_bos": str(self.bos is not None)})
+        if pack_linear and self.device.type == "cpu":
+            from .cpu_linear import pack_linear_layers
+            packed = pack_linear_layers(model)
+            if packed:
+                self.info = replace(self.info, extra={**self.info.extra, "packed_linear_layers": str(packed)})
 
     # -- tokenization ---------------------------------------------------------------------
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
@@ -144,10 +150,6 @@ class CausalLMBackend:
             while k < n and ctx[k] == first[k]:
                 k += 1
             n = k
-        window = getattr(self.model.config, "sliding_window", None)
-        if isinstance(window, int) and window > 0 and max(e.length for e in group) > window:
-            # Padding between a cached prefix and the rest would shift a sliding window: run plainly.
-            return 0
         return n if n >= 8 else 0
 
     def _score_group(self, prompts: Sequence[Prompt], encoded: list[Encoded], idx: list[int], shared: int,
@@ -226,57 +228,102 @@ class CausalLMBackend:
     def _score_batch(self, batch: list[Encoded], shared: int = 0, prefix_cache: Any = None) -> list[dict[Label, float]]:
         torch = self.torch
         n = len(batch)
-        width = max(len(e.context) - shared for e in batch)
+        lengths = [len(e.context) - shared for e in batch]
+        width = max(lengths)
+        # Right padding: every row starts at the first column (or right after the cached prefix), so
+        # under the model's own causal mask no real token can see the padding that follows it. No
+        # padding mask is needed, and attention skips the masked-out half of every pass.
         ids = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for r, e in enumerate(batch):  # left padding: every context ends at the last column
-            rest = e.context[shared:]
-            ids[r, width - len(rest):] = torch.tensor(rest)
-            mask[r, width - len(rest):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        for r, e in enumerate(batch):
+            ids[r, : lengths[r]] = torch.tensor(e.context[shared:])
+        ids = ids.to(self.device)
+        last = torch.tensor(lengths, device=self.device).unsqueeze(1) - 1
         cache = None
         if prefix_cache is not None:
-            # Each row continues the one cached prefix; padding sits between prefix and rest, masked out.
             cache = copy.deepcopy(prefix_cache)
             cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.device))
-            mask = torch.cat([torch.ones((n, shared), dtype=mask.dtype, device=self.device), mask], dim=1)
         multi = [(r, label, toks) for r, e in enumerate(batch) for label, toks in e.options.items() if len(toks) > 1]
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                             use_cache=bool(multi) or cache is not None, logits_to_keep=1)
-            first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            out = self._forward(ids, last, past_key_values=cache, use_cache=bool(multi) or cache is not None)
+            first = torch.log_softmax(out.logits[:, 0, :].float(), dim=-1)
             scores: list[dict[Label, float]] = []
             for r, e in enumerate(batch):
                 scores.append({label: float(first[r, toks[0]]) for label, toks in e.options.items()})
             if multi:
-                self._score_rest(out.past_key_values, mask, multi, scores)
+                self._score_rest(batch, out.past_key_values, shared, lengths, multi, scores)
         return scores
 
-    def _score_rest(self, cache: Any, mask: Any, multi: list, scores: list[dict[Label, float]]) -> None:
+    def _forward(self, ids: Any, keep: Any, **kwargs: Any) -> Any:
+        """Run the model, projecting only the positions `keep` ([rows, k]) to the vocabulary."""
+        torch = self.torch
+        rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1)
+        gathered = []
+
+        def gather(_module: Any, args: tuple) -> tuple | None:
+            hidden = args[0]
+            if gathered or hidden.dim() != 3 or hidden.shape[:2] != ids.shape:
+                return None
+            gathered.append(True)
+            return (hidden[rows, keep],) + tuple(args[1:])
+
+        head = self.model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(gather) if head is not None else None
+        try:
+            out = self.model(input_ids=ids, logits_to_keep=0, **kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if not gathered:
+            out.logits = out.logits[rows, keep]  # the model projected every position itself
+        return out
+
+    def _score_rest(self, batch: list[Encoded], cache: Any, shared: int, lengths: list[int], multi: list,
+                    scores: list[dict[Label, float]]) -> None:
         """Tokens after the first of multi-token label words, continuing from the cached context."""
         torch = self.torch
+        tail = max(len(t) - 1 for _, _, t in multi)
+        window = getattr(self.model.config, "sliding_window", None)
+        gap = max(lengths) - min(lengths[r] for r, _, _ in multi)
+        if gap and isinstance(window, int) and window > 0 and shared + max(lengths) + tail > window:
+            # A sliding window counts columns, and the padding after a short context would shift it.
+            self._score_rest_plain(batch, multi, scores)
+            return
         rows = torch.tensor([r for r, _, _ in multi], device=self.device)
         cache.batch_select_indices(rows)
-        tail = max(len(t) - 1 for _, _, t in multi)
         n = len(multi)
+        width = max(lengths)
         ids = torch.zeros((n, tail), dtype=torch.long)
-        tail_mask = torch.zeros((n, tail), dtype=torch.long)
-        for k, (_, _, toks) in enumerate(multi):  # right padding after real tokens is never attended to
+        mask = torch.zeros((n, shared + width + tail), dtype=torch.long)
+        for k, (r, _, toks) in enumerate(multi):
             ids[k, : len(toks) - 1] = torch.tensor(toks[:-1])
-            tail_mask[k, : len(toks) - 1] = 1
-        ids, tail_mask = ids.to(self.device), tail_mask.to(self.device)
-        ctx_mask = mask[rows]
-        full_mask = torch.cat([ctx_mask, tail_mask], dim=1)
-        start = ctx_mask.sum(-1, keepdim=True)
+            mask[k, : shared + lengths[r]] = 1  # the context, not the padding after it
+            mask[k, shared + width: shared + width + len(toks) - 1] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        start = torch.tensor([shared + lengths[r] for r, _, _ in multi], device=self.device).unsqueeze(1)
         positions = start + torch.arange(tail, device=self.device).unsqueeze(0)
-        out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True)
         logp = torch.log_softmax(out.logits.float(), dim=-1)
         for k, (r, label, toks) in enumerate(multi):
             target = torch.tensor(toks[1:], device=self.device)
             gathered = logp[k, : len(toks) - 1].gather(-1, target.unsqueeze(-1)).sum()
             scores[r][label] += float(gathered)
+
+    def _score_rest_plain(self, batch: list[Encoded], multi: list, scores: list[dict[Label, float]]) -> None:
+        """The same tokens, each context and label word run again as one right-padded sequence."""
+        torch = self.torch
+        seqs = [batch[r].context + tuple(toks[:-1]) for r, _, toks in multi]
+        tail = max(len(t) - 1 for _, _, t in multi)
+        ids = torch.zeros((len(seqs), max(len(s) for s in seqs)), dtype=torch.long)
+        for k, seq in enumerate(seqs):
+            ids[k, : len(seq)] = torch.tensor(seq)
+        # Row k predicts its label's tokens 2.. from the positions after its context's first label token.
+        keep = torch.tensor([[min(len(batch[r].context) + j, len(seqs[k]) - 1) for j in range(tail)]
+                             for k, (r, _, _) in enumerate(multi)], device=self.device)
+        out = self._forward(ids.to(self.device), keep, use_cache=False)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        for k, (r, label, toks) in enumerate(multi):
+            scores[r][label] += sum(float(logp[k, j, toks[j + 1]]) for j in range(len(toks) - 1))
 
     def close(self) -> None:
         self.model = None

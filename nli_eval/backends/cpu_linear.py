@@ -1,0 +1,229 @@
+"""Linear layers with weights packed once for oneDNN, for float32 models on a CPU.
+
+A plain `nn.Linear` hands its weight to the BLAS in row-major order on every call; oneDNN
+takes it once, reordered into the blocked layout its kernels read, and runs the model's
+matrix multiplies 10-30% faster on x86 CPUs. A gated MLP (`down(act(gate(x)) * up(x))`)
+also gets its activation and product fused into the gate and up multiplies, which saves two
+passes over its widest activations. Original weights are dropped, so memory does not grow.
+
+Nothing changes that cannot be shown to compute the same thing: only plain float32
+`nn.Linear` layers on the CPU whose weight no other module shares (tied embeddings stay),
+and a gated MLP only when its fused form matches the module's own output on a probe input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Packed kernels sum in another order than the BLAS: float32 outputs differ by ~1e-6 of their scale.
+_TOLERANCE = 1e-4
+# oneDNN post-ops tried for a gated MLP's activation: SiLU (Llama, Qwen, Mistral), tanh GELU (Gemma), GELU.
+_ACTIVATIONS = (("swish", ""), ("gelu", "tanh"), ("gelu", "none"))
+
+
+def _ops() -> Any:
+    import torch
+
+    return torch.ops.mkldnn
+
+
+def _pack(weight: Any) -> Any:
+    return _ops()._reorder_linear_weight(weight.detach(), None)
+
+
+def _classes() -> tuple[Any, Any]:
+    import torch
+
+    class PackedLinear(torch.nn.Module):
+        """`nn.Linear` whose weight is held in oneDNN's packed layout (inference only)."""
+
+        def __init__(self, linear: torch.nn.Linear) -> None:
+            super().__init__()
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer("packed_weight", _pack(linear.weight), persistent=False)
+            self.register_buffer("bias", _bias(linear), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _ops()._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
+
+    class PackedGatedMLP(torch.nn.Module):
+        """`down(act(gate(x)) * up(x))` with the activation and the product fused into the multiplies."""
+
+        def __init__(self, mlp: Any, activation: tuple[str, str]) -> None:
+            super().__init__()
+            self.activation = activation
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                layer = getattr(mlp, name)
+                self.register_buffer(f"{name}_weight", _pack(layer.weight), persistent=False)
+                self.register_buffer(f"{name}_bias", _bias(layer), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ops = _ops()
+            kind, algorithm = self.activation
+            gate = ops._linear_pointwise(x, self.gate_proj_weight, self.gate_proj_bias, kind, [], algorithm)
+            hidden = ops._linear_pointwise.binary(x, gate, self.up_proj_weight, self.up_proj_bias, "mul")
+            return ops._linear_pointwise(hidden, self.down_proj_weight, self.down_proj_bias, "none", [], "")
+
+        def extra_repr(self) -> str:
+            return f"activation={self.activation[0]}{'/' + self.activation[1] if self.activation[1] else ''}, packed=oneDNN"
+
+    return PackedLinear, PackedGatedMLP
+
+
+def _bias(linear: Any) -> Any:
+    return linear.bias.detach() if linear.bias is not None else None
+
+
+def _close(got: Any, want: Any) -> bool:
+    return got.shape == want.shape and bool((got - want).abs().max() <= _TOLERANCE * want.abs().max().clamp(min=1e-6))
+
+
+def available() -> bool:
+    """Whether this torch build packs linear weights for oneDNN and agrees with `F.linear` on a probe."""
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    ops = _ops()
+    if not all(hasattr(ops, name) for name in ("_linear_pointwise", "_reorder_linear_weight")):
+        return False
+    try:
+        generator = torch.Generator().manual_seed(0)
+        linear = torch.nn.Linear(48, 40)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(40, 48, generator=generator))
+        x = torch.randn(3, 5, 48, generator=generator)
+        with torch.inference_mode():
+            return _close(_classes()[0](linear)(x), linear(x))
+    except Exception:  # an op that exists but fails on this CPU: keep the plain layers
+        return False
+
+
+def _packable(module: Any, uses: dict[int, int]) -> bool:
+    import torch
+
+    return (type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
+            and module.weight.dtype == torch.float32 and uses.get(id(module.weight), 0) == 1
+            and not module._forward_hooks and not module._forward_pre_hooks and not hasattr(module, "_hf_hook"))
+
+
+def _fused_mlp(mlp: Any, uses: dict[int, int]) -> Any:
+    """The packed, fused form of a gated MLP, or None when the module is something else."""
+    import torch
+
+    layers = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+    if not all(layer is not None and _packable(layer, uses) for layer in layers):
+        return None
+    if mlp._forward_hooks or mlp._forward_pre_hooks or hasattr(mlp, "_hf_hook"):
+        return None
+    fused = _classes()[1]
+    x = torch.randn(2, 3, layers[0].in_features, generator=torch.Generator().manual_seed(0))
+    best, best_error = None, float("inf")
+    with torch.inference_mode():
+        try:
+            want = mlp(x)
+        except Exception:
+            return None
+        for activation in _ACTIVATIONS:
+            try:
+                candidate = fused(mlp, activation)
+                got = candidate(x)
+            except Exception:  # a post-op this oneDNN build lacks
+                continue
+            if got.shape != want.shape:
+                continue
+            error = float((got - want).abs().max())
+            if error < best_error:
+                best, best_error = candidate, error
+    if best is None or best_error > _TOLERANCE * float(want.abs().max().clamp(min=1e-6)):
+        return None
+    return best
+
+
+def packed_layers(model: Any) -> int:
+    """Linear layers of the model that run packed (a fused MLP counts as its three)."""
+    counts = {"PackedLinear": 1, "PackedGatedMLP": 3}
+    return sum(counts.get(type(module).__name__, 0) for module in model.modules())
+
+
+def pack_linear_layers(model: Any) -> int:
+    """Swap the model's float32 CPU linear layers for packed ones; returns how many layers now run packed."""
+    uses: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    targets = [name for name, module in model.named_modules() if name and _packable(module, uses)]
+    if not targets or not available():
+        return packed_layers(model)
+    packed_linear = _classes()[0]
+    file_maps = _file_mappings()
+    done: set[str] = set()
+    # Gated MLPs first, whole; then every other linear layer. One module is swapped at a time and
+    # its plain weights released before the next, so memory never holds two copies of the model.
+    for mlp_name in sorted({name.rsplit(".", 1)[0] for name in targets if name.endswith(".gate_proj")}):
+        mlp = model.get_submodule(mlp_name)
+        fused = _fused_mlp(mlp, uses)
+        if fused is not None:
+            _replace(model, mlp_name, fused, file_maps)
+            done.update(f"{mlp_name}.{part}" for part in ("gate_proj", "up_proj", "down_proj"))
+        del mlp, fused
+    for name in targets:
+        if name not in done:
+            _replace(model, name, packed_linear(model.get_submodule(name)), file_maps)
+    # Weights read from a memory-mapped checkpoint keep the whole map (and every page packing read)
+    # resident while any tensor still points into it; copying out the few unpacked ones closes it.
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.clone()
+    return packed_layers(model)
+
+
+def _replace(model: Any, name: str, module: Any, file_maps: list[tuple[int, int]]) -> None:
+    parent, _, child = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    old = getattr(owner, child)
+    setattr(owner, child, module)
+    for weight in old.parameters():
+        _drop_file_pages(weight, file_maps)
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's file-backed memory maps (a memory-mapped checkpoint); Linux only."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def _drop_file_pages(tensor: Any, file_maps: list[tuple[int, int]]) -> None:
+    """Return the pages of a replaced weight read from a memory-mapped checkpoint to the page cache.
+
+    They were read once, to pack them; left mapped they would count in resident memory beside the
+    packed copy until the whole checkpoint map closes. Only whole pages inside the tensor are dropped,
+    and only in a file-backed map, where a later read would fault in the same bytes from the file.
+    """
+    import ctypes
+    import mmap
+
+    start, size = tensor.data_ptr(), tensor.untyped_storage().nbytes()
+    if not any(lo <= start and start + size <= hi for lo, hi in file_maps):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, (start + size) // page * page
+    if last > first:
+        try:
+            ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+        except (OSError, AttributeError):
+            pass
