@@ -54,3 +54,25 @@ def release_memory(device: object) -> None:
     if getattr(device, "type", "") == "cuda":
         import torch
         torch.cuda.empty_cache()
+
+
+def return_freed_memory() -> None:
+    """Give the heap pages freed by a finished batch back to the system (glibc only).
+
+    Every batch has other tensor shapes, so glibc's heap keeps holes the next batch cannot
+    reuse; left resident they make a long run's memory creep up batch by batch.
+    """
+    global _trim
+    if _trim is None:
+        import ctypes
+        import sys
+
+        try:
+            _trim = ctypes.CDLL(None).malloc_trim if sys.platform.startswith("linux") else False
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+_trim = None

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ModelError
 from ..labels import Label
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback, is_out_of_memory, release_memory
+from .base import BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,8 @@ class CausalLMBackend:
                 self.tokens_run += len(e.context) - shared + sum(len(t) - 1 for t in e.options.values())
             if on_batch is not None:
                 on_batch([prompts[i] for i in batch_idx], scores)
+            if self.device.type == "cpu":
+                return_freed_memory()
             start += len(batch_idx)
 
     def _run_prefix(self, tokens: tuple[int, ...]) -> Any:

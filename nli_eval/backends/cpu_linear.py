@@ -21,6 +21,20 @@ _TOLERANCE = 1e-4
 _ACTIVATIONS = (("swish", ""), ("gelu", "tanh"), ("gelu", "none"))
 
 
+# oneDNN compiles and caches a kernel for every input shape it meets (0.6 MB each, up to 1024 of
+# them), and every batch of a run has a new row count: left alone, a long run's memory grows with
+# its number of batches. One forward pass needs about six shapes, so a small cache loses nothing.
+KERNEL_CACHE_LIMITS = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16", "LRU_CACHE_CAPACITY": "16"}
+
+
+def bound_kernel_caches() -> None:
+    """Cap oneDNN's per-shape kernel caches, unless the user set them; read when torch first uses oneDNN."""
+    import os
+
+    for name, value in KERNEL_CACHE_LIMITS.items():
+        os.environ.setdefault(name, value)
+
+
 def _ops() -> Any:
     import torch
 
