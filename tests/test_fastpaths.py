@@ -50,12 +50,12 @@ def test_fast_paths_equal_naive(template, sampling, shape, request):
     builder = PromptBuilder(template, LabelSpace.THREE_WAY)
     prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
     plain = AutoModelForCausalLM.from_pretrained(path).eval()
-    reference = [naive(plain, CausalLMBackend(plain, tok, name="t", pack_linear=False), p) for p in prompts]
+    reference = [naive(plain, CausalLMBackend(plain, tok, name="t", cpu_kernels=False), p) for p in prompts]
     packed = AutoModelForCausalLM.from_pretrained(path).eval()
     for model, pack in ((plain, False), (packed, True)):
         for reuse in (False, True):
             for bs in (1, 3, 16):
-                backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse, pack_linear=pack)
+                backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse, cpu_kernels=pack)
                 assert ("packed_linear_layers" in backend.info.extra) == pack
                 scores = backend.score(prompts)
                 for got, want in zip(scores, reference):
@@ -133,3 +133,20 @@ def test_a_model_without_an_output_embedding_module_scores_the_same(tiny_llama, 
     got = CausalLMBackend(model, tok, name="t", batch_size=4).score(prompts)
     for g, w in zip(got, want):
         assert all(g[label] == pytest.approx(w[label], abs=1e-5) for label in w)
+
+
+def test_the_last_layers_mlp_runs_on_scored_positions_only(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    builder = PromptBuilder(BUILTIN_TEMPLATES["harness"], LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, ()) for e in examples(8)]
+    rows = {}
+    for i, layer in enumerate(model.model.layers):
+        layer.mlp.gate_proj.register_forward_pre_hook(lambda _m, args, i=i: rows.setdefault(i, args[0].shape) and None)
+    scores = CausalLMBackend(model, tok, name="t", batch_size=8, cpu_kernels=False).score(prompts)
+    assert rows[1][:2] == (8, 1) and rows[0][1] > 1  # the last layer: one position per prompt
+    for got, prompt in zip(scores, prompts):
+        want = naive(model, CausalLMBackend(model, tok, name="t", cpu_kernels=False), prompt)
+        assert all(got[label] == pytest.approx(want[label], abs=2e-4) for label in want)

@@ -48,7 +48,7 @@ class CausalLMBackend:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
                  params: tuple[int, int] | None = None, reuse_prefix: bool = True,
-                 pack_linear: bool = True) -> None:
+                 cpu_kernels: bool = True) -> None:
         import torch
 
         self.torch = torch
@@ -65,6 +65,7 @@ class CausalLMBackend:
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
         self._auto_batch: int | None = None
+        self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
         total, non_emb = params or (None, None)
@@ -72,11 +73,17 @@ class CausalLMBackend:
             kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
             device=str(self.device), max_length=self.max_length, params_total=total,
             params_non_embedding=non_emb, extra={"add_bos": str(self.bos is not None)})
-        if pack_linear and self.device.type == "cpu":
+        if cpu_kernels and self.device.type == "cpu":
+            from . import cpu_attention
             from .cpu_linear import pack_linear_layers
+
+            extra = dict(self.info.extra)
             packed = pack_linear_layers(model)
             if packed:
-                self.info = replace(self.info, extra={**self.info.extra, "packed_linear_layers": str(packed)})
+                extra["packed_linear_layers"] = str(packed)
+            if cpu_attention.use_for(model):
+                extra["attention"] = cpu_attention.NAME
+            self.info = replace(self.info, extra=extra)
 
     # -- tokenization ---------------------------------------------------------------------
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
@@ -269,15 +276,49 @@ class CausalLMBackend:
             return (hidden[rows, keep],) + tuple(args[1:])
 
         head = self.model.get_output_embeddings()
-        handle = head.register_forward_pre_hook(gather) if head is not None else None
+        handles = [head.register_forward_pre_hook(gather)] if head is not None else []
+        mlp = self._last_mlp()
+        if mlp is not None and handles:
+            # Only the kept positions of the last layer's output are read, and an MLP works position
+            # by position: the last layer's MLP (the bulk of its work) runs on those positions alone.
+            width: list[int] = []
+
+            def narrow(_module: Any, args: tuple) -> tuple | None:
+                hidden = args[0]
+                if width or hidden.dim() != 3 or hidden.shape[:2] != ids.shape:
+                    return None
+                width.append(hidden.shape[1])
+                return (hidden[rows, keep],) + tuple(args[1:])
+
+            def widen(_module: Any, _args: tuple, output: Any) -> Any:
+                if len(width) != 1 or not isinstance(output, torch.Tensor):
+                    return None
+                width.append(0)
+                full = output.new_zeros((output.shape[0], width[0], output.shape[2]))
+                full[rows, keep] = output
+                return full
+
+            handles += [mlp.register_forward_pre_hook(narrow), mlp.register_forward_hook(widen)]
         try:
             out = self.model(input_ids=ids, logits_to_keep=0, **kwargs)
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.remove()
         if not gathered:
             out.logits = out.logits[rows, keep]  # the model projected every position itself
         return out
+
+    def _last_mlp(self) -> Any:
+        """The last decoder layer's gated MLP (gate, up and down projections), if the model has one."""
+        if self._mlp is None:
+            self._mlp = False
+            decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+            layers = getattr(decoder, "layers", None)
+            mlp = getattr(layers[-1], "mlp", None) if isinstance(layers, self.torch.nn.ModuleList) and len(layers) else None
+            if mlp is not None and (type(mlp).__name__ == "PackedGatedMLP"
+                                    or all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj"))):
+                self._mlp = mlp
+        return self._mlp or None
 
     def _score_rest(self, batch: list[Encoded], cache: Any, shared: int, lengths: list[int], multi: list,
                     scores: list[dict[Label, float]]) -> None:
