@@ -6,7 +6,7 @@ results.json, schema_version 1:
    "warnings": [text],
    "models": [{"model", "label", "fingerprint", "backend", "dtype", "device", "max_length",
                "params_total", "params_non_embedding", "params_source", "seconds",
-               "examples_scored", "examples_cached",
+               "examples_scored", "examples_cached", "backend_details" {name: text},
                "results": [TaskResult...], "aggregates": [TaskResult...]}]}
   TaskResult: task, split, shots, template, label_space, n, correct, accuracy, ci_low, ci_high
   (Wilson 95%), macro_f1, chance_uniform, chance_majority, majority_label, p_value_vs_chance
@@ -57,6 +57,7 @@ class ModelRecord:
     seconds: float = 0.0
     examples_scored: int = 0   # scored by the model in this run (this process)
     examples_cached: int = 0   # read back from the resumable cache
+    backend_details: Mapping[str, str] = field(default_factory=dict)  # what ran, e.g. packed CPU layers
 
 
 @dataclass(frozen=True)

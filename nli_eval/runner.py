@@ -169,7 +169,8 @@ class Runner:
                 holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
                                                                 config=config, kind=kind)
                 info = holder["backend"].info
-                holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length}
+                holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length,
+                                 "details": dict(info.extra)}
                 if self.ranks.is_main:  # at once: a run stopped later still finds it
                     self.cache.save_model_info(fp, holder["ran"])
             return holder["backend"]
@@ -195,7 +196,9 @@ class Runner:
             params_source=params.source if params else "unknown",
             results=tuple(results), aggregates=tuple(self._aggregates(results)),
             seconds=round(time.perf_counter() - started, 3), examples_scored=scored,
-            examples_cached=examples - scored)
+            examples_cached=examples - scored,
+            backend_details={str(k): str(v) for k, v in (ran.get("details") or {}).items()}
+            if isinstance(ran.get("details"), dict) else {})
 
     def _aggregates(self, results: Sequence[TaskResult]) -> list[TaskResult]:
         out = []

@@ -61,6 +61,9 @@ def test_results_json_and_samples(tiny_llama, anli_hub, tmp_path):
     assert r1.ci_low <= r1.accuracy <= r1.ci_high
     assert m.params_total and m.params_total > m.params_non_embedding > 0
     assert back.versions["torch"] and back.config["seed"] == 1234
+    from nli_eval.backends import cpu_linear
+    if cpu_linear.available():  # what ran is recorded: the CPU's packed layers and attention function
+        assert int(m.backend_details["packed_linear_layers"]) > 0 and m.backend_details["attention"]
     lines = (tmp_path / "samples" / m.label / "anli_r1_0shot.jsonl").read_text().splitlines()
     row = json.loads(lines[0])
     assert set(row) >= {"id", "gold", "predicted", "scores"} and row["id"] == "dev1-0000"
