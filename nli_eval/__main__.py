@@ -1,8 +1,6 @@
 """`python -m nli_eval` (and `accelerate launch -m nli_eval run ...`)."""
 
-import sys
-
-from .cli import main
+from .cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
