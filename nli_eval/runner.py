@@ -185,6 +185,7 @@ class Runner:
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
         ran = holder.get("ran") or self.cache.model_info(fp)  # a model never loaded ran in an earlier run
+        details = ran.get("details")
         examples = sum(r.n for r in results)
         scored = self.scored_all - scored_before
         return ModelRecord(
@@ -197,8 +198,7 @@ class Runner:
             results=tuple(results), aggregates=tuple(self._aggregates(results)),
             seconds=round(time.perf_counter() - started, 3), examples_scored=scored,
             examples_cached=examples - scored,
-            backend_details={str(k): str(v) for k, v in (ran.get("details") or {}).items()}
-            if isinstance(ran.get("details"), dict) else {})
+            backend_details={str(k): str(v) for k, v in details.items()} if isinstance(details, dict) else {})
 
     def _aggregates(self, results: Sequence[TaskResult]) -> list[TaskResult]:
         out = []

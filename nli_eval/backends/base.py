@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..labels import Label
 from ..types import Prompt
@@ -62,17 +63,20 @@ def return_freed_memory() -> None:
     Every batch has other tensor shapes, so glibc's heap keeps holes the next batch cannot
     reuse; left resident they make a long run's memory creep up batch by batch.
     """
-    global _trim
-    if _trim is None:
-        import ctypes
-        import sys
-
-        try:
-            _trim = ctypes.CDLL(None).malloc_trim if sys.platform.startswith("linux") else False
-        except (OSError, AttributeError):
-            _trim = False
-    if _trim:
-        _trim(0)
+    trim = getattr(libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
-_trim = None
+@functools.lru_cache(maxsize=None)
+def libc() -> Any:
+    """The C library of this Linux process (memory calls torch does not expose), or None elsewhere."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import ModelError
@@ -68,22 +68,21 @@ class CausalLMBackend:
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
-        total, non_emb = params or (None, None)
-        self.info = BackendInfo(
-            kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
-            device=str(self.device), max_length=self.max_length, params_total=total,
-            params_non_embedding=non_emb, extra={"add_bos": str(self.bos is not None)})
+        extra = {"add_bos": str(self.bos is not None)}
         if cpu_kernels and self.device.type == "cpu":
             from . import cpu_attention
             from .cpu_linear import pack_linear_layers
 
-            extra = dict(self.info.extra)
             packed = pack_linear_layers(model)
             if packed:
                 extra["packed_linear_layers"] = str(packed)
             if cpu_attention.use_for(model):
                 extra["attention"] = cpu_attention.NAME
-            self.info = replace(self.info, extra=extra)
+        total, non_emb = params or (None, None)
+        self.info = BackendInfo(
+            kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
+            device=str(self.device), max_length=self.max_length, params_total=total,
+            params_non_embedding=non_emb, extra=extra)
 
     # -- tokenization ---------------------------------------------------------------------
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
@@ -266,29 +265,25 @@ class CausalLMBackend:
         """Run the model, projecting only the positions `keep` ([rows, k]) to the vocabulary."""
         torch = self.torch
         rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1)
-        gathered = []
 
-        def gather(_module: Any, args: tuple) -> tuple | None:
-            hidden = args[0]
-            if gathered or hidden.dim() != 3 or hidden.shape[:2] != ids.shape:
-                return None
-            gathered.append(True)
-            return (hidden[rows, keep],) + tuple(args[1:])
+        def kept_positions(seen: list[int]) -> Any:
+            """A pre-hook that hands a module only the kept positions of its [rows, width, hidden] input."""
+            def hook(_module: Any, args: tuple) -> tuple | None:
+                hidden = args[0]
+                if seen or hidden.dim() != 3 or hidden.shape[:2] != ids.shape:
+                    return None
+                seen.append(hidden.shape[1])
+                return (hidden[rows, keep],) + tuple(args[1:])
+            return hook
 
+        gathered: list[int] = []
         head = self.model.get_output_embeddings()
-        handles = [head.register_forward_pre_hook(gather)] if head is not None else []
+        handles = [head.register_forward_pre_hook(kept_positions(gathered))] if head is not None else []
         mlp = self._last_mlp()
         if mlp is not None and handles:
             # Only the kept positions of the last layer's output are read, and an MLP works position
             # by position: the last layer's MLP (the bulk of its work) runs on those positions alone.
             width: list[int] = []
-
-            def narrow(_module: Any, args: tuple) -> tuple | None:
-                hidden = args[0]
-                if width or hidden.dim() != 3 or hidden.shape[:2] != ids.shape:
-                    return None
-                width.append(hidden.shape[1])
-                return (hidden[rows, keep],) + tuple(args[1:])
 
             def widen(_module: Any, _args: tuple, output: Any) -> Any:
                 if len(width) != 1 or not isinstance(output, torch.Tensor):
@@ -298,7 +293,7 @@ class CausalLMBackend:
                 full[rows, keep] = output
                 return full
 
-            handles += [mlp.register_forward_pre_hook(narrow), mlp.register_forward_hook(widen)]
+            handles += [mlp.register_forward_pre_hook(kept_positions(width)), mlp.register_forward_hook(widen)]
         try:
             out = self.model(input_ids=ids, logits_to_keep=0, **kwargs)
         finally:

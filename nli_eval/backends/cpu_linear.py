@@ -195,7 +195,8 @@ def pack_linear_layers(model: Any) -> int:
 
     with torch.no_grad():
         for param in model.parameters():
-            param.data = param.data.clone()
+            if _in_file_map(param, file_maps):
+                param.data = param.data.clone()
     return packed_layers(model)
 
 
@@ -234,13 +235,20 @@ def _drop_file_pages(tensor: Any, file_maps: list[tuple[int, int]]) -> None:
     import ctypes
     import mmap
 
-    start, size = tensor.data_ptr(), tensor.untyped_storage().nbytes()
-    if not any(lo <= start and start + size <= hi for lo, hi in file_maps):
+    from .base import libc
+
+    if not _in_file_map(tensor, file_maps) or libc() is None:
         return
+    start, size = tensor.data_ptr(), tensor.untyped_storage().nbytes()
     page = mmap.PAGESIZE
     first, last = -(-start // page) * page, (start + size) // page * page
     if last > first:
         try:
-            ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
-        except (OSError, AttributeError):
+            libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+        except AttributeError:
             pass
+
+
+def _in_file_map(tensor: Any, file_maps: list[tuple[int, int]]) -> bool:
+    start, size = tensor.data_ptr(), tensor.untyped_storage().nbytes()
+    return any(lo <= start and start + size <= hi for lo, hi in file_maps)
