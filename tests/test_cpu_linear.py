@@ -77,20 +77,14 @@ def test_packing_drops_the_plain_weights(tiny_llama):
     assert left < before and all("proj" not in name for name in left)
 
 
-def test_grouped_query_attention_matches_sdpa(tiny_llama, tiny_gemma):
-    """Short unmasked prompts repeat the key/value heads; everything else goes to transformers' SDPA."""
-    from nli_eval.backends import cpu_attention
-
-    for path in (tiny_llama, tiny_gemma):
-        plain, model = load(path), load(path)
-        assert cpu_attention.use_for(model) and not cpu_attention.use_for(model)  # once
-        assert model.config._attn_implementation == cpu_attention.NAME
-        assert plain.config._attn_implementation == "sdpa"
-        for width in (12, 40):  # the Gemma-shaped model's 16-token window needs a mask at 40
-            x = ids(width=width)
-            assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-5, rtol=1e-5)
-        mask = torch.ones_like(x)
-        mask[0, :5] = 0
-        with torch.inference_mode():
-            got, want = model(input_ids=x, attention_mask=mask).logits, plain(input_ids=x, attention_mask=mask).logits
-        assert torch.allclose(got[:, 5:], want[:, 5:], atol=1e-5, rtol=1e-5)
+def test_a_fused_mlp_runs_long_inputs_in_chunks(tiny_llama, monkeypatch):
+    """Inputs longer than a chunk (here 7 positions: 36 rows is five whole chunks and a tail) match."""
+    plain, model = load(tiny_llama), load(tiny_llama)
+    cpu_linear.pack_linear_layers(model)
+    monkeypatch.setattr(cpu_linear, "MLP_CHUNK", 7)
+    x = ids(n=3, width=12)
+    assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-4, rtol=1e-4)
+    mlp = model.model.layers[0].mlp
+    h = torch.randn(1, 7, plain.config.hidden_size)
+    with torch.inference_mode():
+        assert torch.allclose(mlp(h), plain.model.layers[0].mlp(h), atol=1e-4, rtol=1e-4)  # exactly one chunk

@@ -69,15 +69,15 @@ class CausalLMBackend:
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
         extra = {"add_bos": str(self.bos is not None)}
+        attention = getattr(config, "_attn_implementation", None)
+        if attention:
+            extra["attention"] = str(attention)
         if cpu_kernels and self.device.type == "cpu":
-            from . import cpu_attention
             from .cpu_linear import pack_linear_layers
 
             packed = pack_linear_layers(model)
             if packed:
                 extra["packed_linear_layers"] = str(packed)
-            if cpu_attention.use_for(model):
-                extra["attention"] = cpu_attention.NAME
         total, non_emb = params or (None, None)
         self.info = BackendInfo(
             kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),

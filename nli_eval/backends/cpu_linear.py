@@ -22,6 +22,9 @@ _TOLERANCE = 1e-4
 _ACTIVATIONS = (("swish", ""), ("gelu", "tanh"), ("gelu", "none"))
 
 
+# Positions a fused MLP runs at once (see PackedGatedMLP.forward).
+MLP_CHUNK = 1024
+
 # oneDNN compiles and caches a kernel for every input shape it meets (0.6 MB each, up to 1024 of
 # them), and every batch of a run has a new row count: left alone, a long run's memory grows with
 # its number of batches. One forward pass needs about six shapes, so a small cache loses nothing.
@@ -77,10 +80,21 @@ def _classes() -> tuple[Any, Any]:
                 self.register_buffer(f"{name}_bias", _bias(layer), persistent=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            rows = x.reshape(-1, x.shape[-1])
+            if rows.shape[0] <= MLP_CHUNK:
+                return self._rows(rows).view(*x.shape[:-1], -1)
+            # The two widest activations ([positions, intermediate]) live for one chunk of positions
+            # at a time, and every chunk but the last reuses the same compiled kernels. A long run's
+            # peak memory is 35 MB lower (1,000 ANLI prompts, 135M model) at the same speed.
+            out = torch.cat([self._rows(rows[start:start + MLP_CHUNK]) for start in range(0, rows.shape[0], MLP_CHUNK)])
+            return out.view(*x.shape[:-1], -1)
+
+        def _rows(self, x: torch.Tensor) -> torch.Tensor:
             ops = _ops()
             kind, algorithm = self.activation
             gate = ops._linear_pointwise(x, self.gate_proj_weight, self.gate_proj_bias, kind, [], algorithm)
             hidden = ops._linear_pointwise.binary(x, gate, self.up_proj_weight, self.up_proj_bias, "mul")
+            del gate
             return ops._linear_pointwise(hidden, self.down_proj_weight, self.down_proj_bias, "none", [], "")
 
         def extra_repr(self) -> str:
