@@ -219,9 +219,6 @@ class NliState:
             backend=BackendOptions(kind=group.backend, batch_size=group.batch_size,
                                    label_map={k: Label(v) for k, v in group.label_map} or None),
             progress=False)
-        from .backends.cpu_linear import bound_kernel_caches
-
-        bound_kernel_caches()  # takes effect unless this process has run oneDNN already
         with directory_lock(out):
             return Runner(config).run()
 

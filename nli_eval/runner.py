@@ -130,6 +130,9 @@ class Runner:
 
     # -- one model ------------------------------------------------------------------------
     def run(self) -> RunRecord:
+        from .backends.cpu_linear import bound_kernel_caches
+
+        bound_kernel_caches()  # takes effect unless this process has run oneDNN already
         cfg = self.config
         started = time.perf_counter()
         with notice.policy(strict=cfg.strict, quiet=not self.ranks.is_main) as warnings:

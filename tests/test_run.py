@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -68,6 +68,14 @@ def test_results_json_and_samples(tiny_llama, anli_hub, tmp_path):
     row = json.loads(lines[0])
     assert set(row) >= {"id", "gold", "predicted", "scores"} and row["id"] == "dev1-0000"
     assert set(row["scores"]) == {"entailment", "neutral", "contradiction"}
+
+
+def test_a_library_run_bounds_the_kernel_caches_unless_the_user_set_them(tiny_llama, anli_hub, tmp_path, monkeypatch):
+    """oneDNN's per-shape kernel caches are capped for `Runner.run()` too, not only for the CLI."""
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")
+    run(tiny_llama, anli_hub, shots=(0,), limit=4, output_dir=str(tmp_path))
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16" and os.environ["LRU_CACHE_CAPACITY"] == "64"
 
 
 def test_release_layout_gives_same_labels(anli_release):
