@@ -106,9 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .backends.cpu_linear import bound_kernel_caches
-
-    bound_kernel_caches()  # before anything imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

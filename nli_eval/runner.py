@@ -132,7 +132,7 @@ class Runner:
     def run(self) -> RunRecord:
         from .backends.cpu_linear import bound_kernel_caches
 
-        bound_kernel_caches()  # takes effect unless this process has run oneDNN already
+        bound_kernel_caches()  # before any model loads; a no-op if this process has run oneDNN already
         cfg = self.config
         started = time.perf_counter()
         with notice.policy(strict=cfg.strict, quiet=not self.ranks.is_main) as warnings:

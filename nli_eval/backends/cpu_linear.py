@@ -27,7 +27,7 @@ MLP_CHUNK = 1024
 
 # oneDNN compiles and caches a kernel for every input shape it meets (0.6 MB each, up to 1024 of
 # them), and every batch of a run has a new row count: left alone, a long run's memory grows with
-# its number of batches. One forward pass needs about six shapes, so a small cache loses nothing.
+# its number of batches. One forward pass needs about eight shapes, so a small cache loses nothing.
 KERNEL_CACHE_LIMITS = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16", "LRU_CACHE_CAPACITY": "16"}
 
 
