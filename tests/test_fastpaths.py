@@ -150,3 +150,23 @@ def test_the_last_layers_mlp_runs_on_scored_positions_only(tiny_llama):
     for got, prompt in zip(scores, prompts):
         want = naive(model, CausalLMBackend(model, tok, name="t", cpu_kernels=False), prompt)
         assert all(got[label] == pytest.approx(want[label], abs=2e-4) for label in want)
+
+
+def test_encoded_prompts_keep_their_ids_as_four_byte_ints(tiny_llama):
+    """A run keeps every prompt's token ids until it ends; they are stored at 4 bytes a token, equal to the
+    tokenizer's ids, and a cached encoding is found again from the prompt's own strings."""
+    from array import array
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    builder = PromptBuilder(BUILTIN_TEMPLATES["harness"], LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, ()) for e in examples(3)]
+    backend = CausalLMBackend(model, tok, name="t", cpu_kernels=False)
+    first = backend.encode(prompts)
+    for enc, prompt in zip(first, prompts):
+        assert isinstance(enc.context, array) and enc.context.itemsize == 4
+        assert list(enc.context) == tok(prompt.context.rstrip(), add_special_tokens=False)["input_ids"]
+    again = backend.encode([builder.render(e, ()) for e in examples(3)])  # equal prompts, new objects
+    assert all(a is b for a, b in zip(again, first))

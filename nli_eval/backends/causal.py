@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -23,13 +24,18 @@ from .base import BackendInfo, BatchCallback, is_out_of_memory, release_memory, 
 
 @dataclass(frozen=True)
 class Encoded:
-    context: tuple[int, ...]
+    # Token ids as 4-byte machine ints: a tuple of Python ints costs ~36 bytes a token, and a run
+    # keeps every prompt's ids (5-shot ANLI: ~700 tokens a prompt) until it ends.
+    context: array
     options: Mapping[Label, tuple[int, ...]]
 
     @property
     def length(self) -> int:
         return len(self.context) + max(len(o) for o in self.options.values())
 
+
+# Token ids are stored as signed 32-bit ints (every vocabulary is far smaller).
+_ID_TYPE = "i"
 
 # A prefix is run once and reused only when this many prompts share it; a few chance
 # coincidences of per-example shots are cheaper inside a full plain batch.
@@ -67,7 +73,7 @@ class CausalLMBackend:
         self._auto_batch: int | None = None
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
-        self._encoded: dict[tuple[str, tuple[str, ...]], Encoded] = {}
+        self._encoded: dict[tuple[str, str, tuple[str, ...]], Encoded] = {}
         extra = {"add_bos": str(self.bos is not None)}
         attention = getattr(config, "_attn_implementation", None)
         if attention:
@@ -92,7 +98,7 @@ class CausalLMBackend:
         out: list[Encoded | None] = [None] * len(prompts)
         todo: list[int] = []
         for i, p in enumerate(prompts):
-            key = (p.context, tuple(p.options.values()))
+            key = (p.prefix, p.query, tuple(p.options.values()))  # the prompt's own strings, not a joined copy
             hit = self._encoded.get(key)
             if hit is not None:
                 out[i] = hit
@@ -121,10 +127,11 @@ class CausalLMBackend:
                     if not cont_ids:
                         raise ModelError(f"label word {p.options[label]!r} encodes to no tokens after the prompt")
                     opts[label] = cont_ids
-                ctx = tuple(([self.bos] if self.bos is not None else []) + list(ctx_ids))
+                ctx = array(_ID_TYPE, [self.bos] if self.bos is not None else [])
+                ctx.extend(ctx_ids)
                 enc = Encoded(ctx, opts)
                 if len(self._encoded) < 100_000:
-                    self._encoded[(p.context, tuple(p.options.values()))] = enc
+                    self._encoded[(p.prefix, p.query, tuple(p.options.values()))] = enc
                 out[i] = enc
         return out  # type: ignore[return-value]
 
@@ -199,7 +206,7 @@ class CausalLMBackend:
 
     def _run_prefix(self, tokens: tuple[int, ...]) -> Any:
         torch = self.torch
-        ids = torch.tensor([tokens], device=self.device)
+        ids = torch.tensor([list(tokens)], device=self.device)
         with torch.inference_mode():
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         return out.past_key_values
@@ -243,7 +250,8 @@ class CausalLMBackend:
         # padding mask is needed, and attention skips the masked-out half of every pass.
         ids = torch.zeros((n, width), dtype=torch.long)
         for r, e in enumerate(batch):
-            ids[r, : lengths[r]] = torch.tensor(e.context[shared:])
+            ids[r, : lengths[r]] = torch.frombuffer(e.context, dtype=torch.int32, offset=e.context.itemsize * shared,
+                                                    count=lengths[r])
         ids = ids.to(self.device)
         last = torch.tensor(lengths, device=self.device).unsqueeze(1) - 1
         cache = None
@@ -350,7 +358,7 @@ class CausalLMBackend:
     def _score_rest_plain(self, batch: list[Encoded], multi: list, scores: list[dict[Label, float]]) -> None:
         """The same tokens, each context and label word run again as one right-padded sequence."""
         torch = self.torch
-        seqs = [batch[r].context + tuple(toks[:-1]) for r, _, toks in multi]
+        seqs = [list(batch[r].context) + list(toks[:-1]) for r, _, toks in multi]
         tail = max(len(t) - 1 for _, _, t in multi)
         ids = torch.zeros((len(seqs), max(len(s) for s in seqs)), dtype=torch.long)
         for k, seq in enumerate(seqs):
