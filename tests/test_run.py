@@ -71,11 +71,14 @@ def test_results_json_and_samples(tiny_llama, anli_hub, tmp_path):
 
 
 def test_a_library_run_bounds_the_kernel_caches_unless_the_user_set_them(tiny_llama, anli_hub, tmp_path, monkeypatch):
-    """oneDNN's per-shape kernel caches are capped for `Runner.run()` too, not only for the CLI."""
+    """oneDNN's per-shape kernel caches are capped and MKL's buffer pool is off for `Runner.run()` too,
+    not only for the CLI."""
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.delenv("MKL_DISABLE_FAST_MM", raising=False)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")
     run(tiny_llama, anli_hub, shots=(0,), limit=4, output_dir=str(tmp_path))
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16" and os.environ["LRU_CACHE_CAPACITY"] == "64"
+    assert os.environ["MKL_DISABLE_FAST_MM"] == "1"
 
 
 def test_release_layout_gives_same_labels(anli_release):

@@ -28,11 +28,15 @@ MLP_CHUNK = 1024
 # oneDNN compiles and caches a kernel for every input shape it meets (0.6 MB each, up to 1024 of
 # them), and every batch of a run has a new row count: left alone, a long run's memory grows with
 # its number of batches. One forward pass needs about eight shapes, so a small cache loses nothing.
-KERNEL_CACHE_LIMITS = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16", "LRU_CACHE_CAPACITY": "16"}
+# MKL (torch's BLAS on x86) keeps the work buffers of every matrix multiply for reuse, per thread and
+# per size; the vocabulary projection of each new batch size adds about 5 MB that stays. Without
+# that pool a 1,000-example run's peak memory is 16 MB lower, at the same speed.
+KERNEL_CACHE_LIMITS = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16", "LRU_CACHE_CAPACITY": "16", "MKL_DISABLE_FAST_MM": "1"}
 
 
 def bound_kernel_caches() -> None:
-    """Cap oneDNN's per-shape kernel caches, unless the user set them; read when torch first uses oneDNN."""
+    """Cap oneDNN's per-shape kernel caches and turn off MKL's buffer pool, unless the user set them;
+    each is read when torch first uses the library."""
     import os
 
     for name, value in KERNEL_CACHE_LIMITS.items():
