@@ -88,3 +88,19 @@ def test_a_fused_mlp_runs_long_inputs_in_chunks(tiny_llama, monkeypatch):
     h = torch.randn(1, 7, plain.config.hidden_size)
     with torch.inference_mode():
         assert torch.allclose(mlp(h), plain.model.layers[0].mlp(h), atol=1e-4, rtol=1e-4)  # exactly one chunk
+
+
+def test_rms_norms_run_fused_where_they_compute_the_same(tiny_llama, tiny_gemma):
+    """Llama-style norms (weight times the normalized input) run as torch's fused kernel, with the same
+    logits; Gemma's (one plus weight) fail the probe and stay as they are."""
+    plain, model = load(tiny_llama), load(tiny_llama)
+    norms = sum("RMSNorm" in type(m).__name__ for m in model.modules())
+    assert cpu_linear.fuse_rms_norms(model) == norms > 0
+    assert type(model.model.norm).__name__ == "FusedRMSNorm"
+    assert model.model.norm.weight is dict(model.named_parameters())["model.norm.weight"]
+    x = ids()
+    assert torch.equal(logits(model, x), logits(plain, x))
+    assert cpu_linear.fuse_rms_norms(model) == norms  # a second call changes nothing
+    gemma = load(tiny_gemma)
+    assert cpu_linear.fuse_rms_norms(gemma) == 0
+    assert not any(type(m).__name__ == "FusedRMSNorm" for m in gemma.modules())

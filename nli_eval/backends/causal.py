@@ -79,11 +79,14 @@ class CausalLMBackend:
         if attention:
             extra["attention"] = str(attention)
         if cpu_kernels and self.device.type == "cpu":
-            from .cpu_linear import pack_linear_layers
+            from .cpu_linear import fuse_rms_norms, pack_linear_layers
 
             packed = pack_linear_layers(model)
             if packed:
                 extra["packed_linear_layers"] = str(packed)
+            norms = fuse_rms_norms(model)
+            if norms:
+                extra["fused_rms_norms"] = str(norms)
         total, non_emb = params or (None, None)
         self.info = BackendInfo(
             kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
