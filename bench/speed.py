@@ -42,7 +42,8 @@ class Check:
 
     def line(self) -> str:
         sign = ">=" if self.at_least else "<="
-        return (f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.value:.3g}{self.unit} "
+        # Four significant digits: a ratio a hair over its limit must not print as the limit itself.
+        return (f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.value:.4g}{self.unit} "
                 f"(target {sign} {self.limit:.3g}{self.unit})")
 
 
@@ -209,7 +210,7 @@ def main() -> int:
             print(f"growth: {small} -> {large} examples (0-shot nli-eval): scoring {a.scoring_seconds:.1f}s -> "
                   f"{b.scoring_seconds:.1f}s ({b.scoring_seconds / a.scoring_seconds:.2f}x; tokens "
                   f"{b.tokens / a.tokens:.2f}x); whole process {a.process.wall:.1f}s -> {b.process.wall:.1f}s; "
-                  f"peak RSS {a.process.peak_rss_mb:.0f} -> {b.process.peak_rss_mb:.0f} MB", flush=True)
+                  f"peak RSS {a.process.peak_rss_mb:.1f} -> {b.process.peak_rss_mb:.1f} MB", flush=True)
             checks += [Check(f"scoring time for 10x the examples ({small} -> {large})",
                              b.scoring_seconds / a.scoring_seconds, 10.5),
                        Check(f"peak RSS for 10x the examples ({small} -> {large})",
