@@ -30,10 +30,11 @@ def safe_name(name: str, max_len: int = 80) -> str:
 
 
 def user_path(text: str) -> Path:
-    """A path a user typed, with ~ expanded; an unknown ~user stays as typed, as a shell leaves it."""
+    """A path a user typed, with ~ expanded; an unknown ~user, or a ~ name holding a NUL byte, stays
+    as typed, as a shell leaves it (and the caller finds no such file)."""
     try:
         return Path(text).expanduser()
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         return Path(text)
 
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from helpers import COUNTS, nli_rows
@@ -584,6 +584,8 @@ def test_custom_data_maps(fields, labels, rows, ext):
 @FUZZ
 @given(text=st.one_of(odd_text, st.lists(st.tuples(st.sampled_from(["test", "train", "", "a b"]), odd_text),
                                          max_size=3).map(lambda kv: ",".join(f"{k}={v}" for k, v in kv))))
+@example(text="~\x00").via("a home-directory path holding a NUL byte")
+@example(text="dev=~\x00x").via("the same as one split's file")
 @counted
 def test_data_files_flag_any_text(text):
     outcome(parse_data_files, text)
