@@ -207,7 +207,7 @@ class CausalLMBackend:
                 return_freed_memory()
             start += len(batch_idx)
 
-    def _run_prefix(self, tokens: tuple[int, ...]) -> Any:
+    def _run_prefix(self, tokens: Sequence[int]) -> Any:
         torch = self.torch
         ids = torch.tensor([list(tokens)], device=self.device)
         with torch.inference_mode():

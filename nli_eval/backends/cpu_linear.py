@@ -137,8 +137,9 @@ def _fused_norm(module: Any) -> Any:
 
     weight = getattr(module, "weight", None)
     eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-    if (type(module) is _norm_class() or "RMSNorm" not in type(module).__name__ or not isinstance(weight, torch.nn.Parameter) or weight.dim() != 1
-            or weight.device.type != "cpu" or weight.dtype != torch.float32 or not isinstance(eps, float)
+    if (type(module) is _norm_class() or "RMSNorm" not in type(module).__name__
+            or not isinstance(weight, torch.nn.Parameter) or weight.dim() != 1 or weight.device.type != "cpu"
+            or weight.dtype != torch.float32 or not isinstance(eps, float)
             or module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook")):
         return None
     candidate = _norm_class()(weight, eps)
