@@ -34,9 +34,6 @@ class Encoded:
         return len(self.context) + max(len(o) for o in self.options.values())
 
 
-# Token ids are stored as signed 32-bit ints (every vocabulary is far smaller).
-_ID_TYPE = "i"
-
 # A prefix is run once and reused only when this many prompts share it; a few chance
 # coincidences of per-example shots are cheaper inside a full plain batch.
 MIN_SHARED = 4
@@ -130,7 +127,7 @@ class CausalLMBackend:
                     if not cont_ids:
                         raise ModelError(f"label word {p.options[label]!r} encodes to no tokens after the prompt")
                     opts[label] = cont_ids
-                ctx = array(_ID_TYPE, [self.bos] if self.bos is not None else [])
+                ctx = array("i", [self.bos] if self.bos is not None else [])
                 ctx.extend(ctx_ids)
                 enc = Encoded(ctx, opts)
                 if len(self._encoded) < 100_000:
@@ -209,7 +206,7 @@ class CausalLMBackend:
 
     def _run_prefix(self, tokens: Sequence[int]) -> Any:
         torch = self.torch
-        ids = torch.tensor([list(tokens)], device=self.device)
+        ids = torch.tensor([tokens], device=self.device)
         with torch.inference_mode():
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         return out.past_key_values
@@ -253,8 +250,7 @@ class CausalLMBackend:
         # padding mask is needed, and attention skips the masked-out half of every pass.
         ids = torch.zeros((n, width), dtype=torch.long)
         for r, e in enumerate(batch):
-            ids[r, : lengths[r]] = torch.frombuffer(e.context, dtype=torch.int32, offset=e.context.itemsize * shared,
-                                                    count=lengths[r])
+            ids[r, : lengths[r]] = torch.tensor(e.context[shared:])
         ids = ids.to(self.device)
         last = torch.tensor(lengths, device=self.device).unsqueeze(1) - 1
         cache = None
