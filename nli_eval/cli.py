@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, owns_process: bool = False) -> int:
+    """Run one command; `owns_process` when this process is the command's own (see `entry`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         if args.command == "run":
-            return cmd_run(args)
+            return cmd_run(args, owns_process)
         if args.command == "tasks":
             return cmd_tasks(args)
         if args.command == "report":
@@ -149,9 +150,10 @@ def entry() -> None:
     Every result is written and synced before `main` returns. Tearing down torch's and transformers'
     modules afterwards takes about a second and does nothing for the user, so after the exit handlers
     have run (they remove temporary folders), the process ends at once. Distributed runs leave the
-    usual way, so torch.distributed can shut down.
+    usual way, so torch.distributed can shut down. Owning its process, a run may also exempt the
+    frameworks' objects from Python's garbage collector (`modeling.import_frameworks`).
     """
-    code = main()
+    code = main(owns_process=True)
     if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         sys.exit(code)
     import atexit
@@ -178,7 +180,7 @@ def _models(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(dict.fromkeys(models))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, owns_process: bool = False) -> int:
     from .backends.loader import BackendOptions
     from .labels import label_from_name
     from .modeling import LoadOptions
@@ -208,14 +210,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                                label_map=label_map),
         strict=args.strict, progress=False if args.no_progress else None,
     )
-    return execute(config, report=not args.no_report)
+    return execute(config, report=not args.no_report, owns_process=owns_process)
 
 
-def execute(config: "object", report: bool = True) -> int:
+def execute(config: "object", report: bool = True, owns_process: bool = False) -> int:
     from .fsutil import directory_lock, remove_stale_temps
     from .runner import Runner
 
-    runner = Runner(config, log=lambda m: print(f"nli-eval: {m}", file=sys.stderr))  # type: ignore[arg-type]
+    runner = Runner(config, log=lambda m: print(f"nli-eval: {m}", file=sys.stderr),  # type: ignore[arg-type]
+                    owns_process=owns_process)
     if config.output_dir and runner.ranks.is_main:  # type: ignore[attr-defined]
         from pathlib import Path
         out = Path(config.output_dir)  # type: ignore[attr-defined]

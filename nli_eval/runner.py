@@ -15,7 +15,7 @@ from .dist import Ranks, detect
 from .errors import ConfigError, MissingSplitError
 from .labels import Label, LabelSpace, collapse
 from .metrics import TaskResult, aggregate, compute
-from .modeling import LoadOptions, count_from_headers, fingerprint, load_config, resolve
+from .modeling import LoadOptions, count_from_headers, fingerprint, import_frameworks, load_config, resolve
 from .prompts import PromptBuilder, ShotSampler
 from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
 from .taskspec import Catalog, TaskVariant, catalog_with
@@ -82,7 +82,7 @@ class Progress:
 
 class Runner:
     def __init__(self, config: RunConfig, catalog: Catalog | None = None, ranks: Ranks | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, owns_process: bool = False) -> None:
         if not config.models:
             raise ConfigError("no model given; pass a Hub id or a checkpoint folder")
         if any(k < 0 for k in config.shots):
@@ -91,6 +91,7 @@ class Runner:
         self.catalog = catalog or catalog_with(list(config.task_files))
         self.ranks = ranks or detect()
         self.log = log or (lambda message: None)
+        self.owns_process = owns_process  # the command line: process-wide settings are its to make
         out = Path(config.output_dir) if config.output_dir else None
         self.out_dir = out
         cache_root = Path(config.cache_dir) if config.cache_dir else (out / "cache" if out else None)
@@ -158,6 +159,7 @@ class Runner:
         ref = resolve(spec, cfg.load.gguf_file)
         fp = fingerprint(ref, cfg.load)
         # The kind comes from the config alone, so a fully cached run never loads weights.
+        import_frameworks(freeze=self.owns_process)
         config = load_config(ref, cfg.load)
         kind = detect_kind(config) if cfg.backend.kind == "auto" else cfg.backend.kind
         if kind == "classifier" and any(cfg.shots):

@@ -218,6 +218,33 @@ def test_tasks_listing(capsys):
     assert "facebook/anli" in details and "anli-v1.0/R{round}/{split}.jsonl" in details and "Nie" in details
 
 
+def test_framework_import_pauses_and_freezes_only_when_asked():
+    # In a fresh process: the command line's first import freezes what exists, a library call never
+    # does, a second call freezes nothing more, and the collector is left as it was found.
+    code = ("import gc; from nli_eval.modeling import import_frameworks;"
+            "gc.disable(); import_frameworks(); assert not gc.isenabled() and gc.get_freeze_count() == 0;"
+            "gc.enable(); import_frameworks(freeze=True); assert gc.isenabled() and gc.get_freeze_count() == 0;"
+            "import subprocess, sys;"
+            "probe = 'import gc; from nli_eval.modeling import import_frameworks as f; f(freeze=True); n = gc.get_freeze_count();"
+            " f(freeze=True); assert gc.isenabled() and n > 100000 and gc.get_freeze_count() == n';"
+            "subprocess.run([sys.executable, '-c', probe], check=True)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_the_command_owns_its_process(tiny_llama, anli_hub, tmp_path, monkeypatch):
+    seen = []
+    original = Runner.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.owns_process)
+
+    monkeypatch.setattr(Runner, "__init__", spy)
+    assert main(["run", str(tiny_llama), "--tasks", "anli_r1", "--split", "dev", "--data-dir", str(anli_hub),
+                 "--limit", "4", "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert seen == [False]  # `main` called from Python (tests, notebooks) leaves the collector alone
+
+
 def test_light_imports():
     code = ("import sys, nli_eval, nli_eval.cli, nli_eval.taskspec, nli_eval.data;"
             "from nli_eval.cli import build_parser; build_parser().format_help();"
