@@ -104,3 +104,47 @@ def test_rms_norms_run_fused_where_they_compute_the_same(tiny_llama, tiny_gemma)
     gemma = load(tiny_gemma)
     assert cpu_linear.fuse_rms_norms(gemma) == 0
     assert not any(type(m).__name__ == "FusedRMSNorm" for m in gemma.modules())
+
+
+def test_rotary_runs_fused_in_every_attention_module(tiny_llama, tiny_gemma):
+    """Each attention module rotates queries and keys with the two-pass function, through its class's own
+    forward code; the logits stay those of the plain model, and other models of the class are untouched."""
+    for path in (tiny_llama, tiny_gemma):
+        plain, model = load(path), load(path)
+        layers = model.config.num_hidden_layers
+        assert cpu_linear.fuse_rotary(model) == layers
+        assert cpu_linear.fuse_rotary(model) == layers  # a second call changes nothing
+        assert cpu_linear.fused_rotary_layers(plain) == 0
+        x = ids()
+        assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_probe_and_fallbacks():
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_rotary
+
+    def interleaved(q, k, cos, sin, unsqueeze_dim=1):  # GPT-J style: pairs of neighbours, not halves
+        def rotate(x):
+            return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+    assert cpu_linear._same_rotation(cpu_linear._fused_rotary(llama_rotary), llama_rotary)
+    assert not cpu_linear._same_rotation(cpu_linear._fused_rotary(interleaved), interleaved)
+    fused = cpu_linear._fused_rotary(llama_rotary)
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 6, 4, 8, generator=g).transpose(1, 2), torch.randn(2, 2, 6, 8, generator=g)
+    cos, sin = torch.randn(1, 6, 8, generator=g), torch.randn(1, 6, 8, generator=g)
+    for got, want in zip(fused(q, k, cos, sin), llama_rotary(q, k, cos, sin)):  # strided q, shared positions
+        assert torch.allclose(got, want, atol=1e-6)
+    calls = []
+
+    def partial(q, k, cos, sin, unsqueeze_dim=1):  # rotates the first cos.shape[-1] of the head width
+        calls.append(unsqueeze_dim)
+        width = cos.shape[-1]
+        q_rot, k_rot = llama_rotary(q[..., :width], k[..., :width], cos, sin, unsqueeze_dim)
+        return torch.cat((q_rot, q[..., width:]), -1), torch.cat((k_rot, k[..., width:]), -1)
+
+    narrow = cpu_linear._fused_rotary(partial)
+    narrow(q, k, cos[..., :4], sin[..., :4].clone())  # rotates part of the width: the model's own function
+    narrow(q.double(), k.double(), cos.double(), sin)  # mixed dtypes: the model's own function
+    assert calls == [1, 1]

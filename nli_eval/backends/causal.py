@@ -76,7 +76,7 @@ class CausalLMBackend:
         if attention:
             extra["attention"] = str(attention)
         if cpu_kernels and self.device.type == "cpu":
-            from .cpu_linear import fuse_rms_norms, pack_linear_layers
+            from .cpu_linear import fuse_rms_norms, fuse_rotary, pack_linear_layers
 
             packed = pack_linear_layers(model)
             if packed:
@@ -84,6 +84,9 @@ class CausalLMBackend:
             norms = fuse_rms_norms(model)
             if norms:
                 extra["fused_rms_norms"] = str(norms)
+            rotary = fuse_rotary(model)
+            if rotary:
+                extra["fused_rotary_layers"] = str(rotary)
         total, non_emb = params or (None, None)
         self.info = BackendInfo(
             kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),

@@ -6,7 +6,8 @@ matrix multiplies 10-30% faster on x86 CPUs. A gated MLP (`down(act(gate(x)) * u
 also gets its activation and product fused into the gate and up multiplies, which saves two
 passes over its widest activations. Original weights are dropped, so memory does not grow.
 
-RMSNorm layers are swapped for torch's one-pass kernel where it gives the same output.
+RMSNorm layers are swapped for torch's one-pass kernel where it gives the same output, and the
+rotary embedding of queries and keys runs in two passes instead of five.
 
 Nothing changes that cannot be shown to compute the same thing: only plain float32
 `nn.Linear` layers on the CPU whose weight no other module shares (tied embeddings stay),
@@ -164,6 +165,101 @@ def fuse_rms_norms(model: Any) -> int:
         if candidate is not None:
             model.set_submodule(name, candidate)
     return sum(type(module) is _norm_class() for module in model.modules())
+
+
+def _rotate(x: Any, cos: Any, sin: Any) -> Any:
+    """`x * cos + rotate_half(x) * sin`, each half of the output written once: two passes over x where
+    the plain form makes five (two products, a negation, a concatenation and a sum)."""
+    import torch
+
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    low, high = out[..., :half], out[..., half:]
+    torch.mul(x1, cos[..., :half], out=low)
+    low.addcmul_(x2, sin[..., :half], value=-1)
+    torch.mul(x2, cos[..., half:], out=high)
+    high.addcmul_(x1, sin[..., half:])
+    return out
+
+
+def _fused_rotary(original: Any) -> Any:
+    """A drop-in for a model's `apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)`; any other call
+    (more arguments, mixed dtypes, partial rotation, an odd width) goes to the model's own function."""
+    import torch
+
+    def apply_rotary_pos_emb(q: Any, k: Any, cos: Any, sin: Any, unsqueeze_dim: int = 1, *args: Any,
+                             **kwargs: Any) -> Any:
+        if (args or kwargs or not isinstance(unsqueeze_dim, int) or q.shape[-1] % 2
+                or not q.shape[-1] == k.shape[-1] == cos.shape[-1] == sin.shape[-1]
+                or not q.dtype == k.dtype == cos.dtype == sin.dtype):
+            return original(q, k, cos, sin, unsqueeze_dim, *args, **kwargs)
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        if (torch.broadcast_shapes(q.shape, cos.shape, sin.shape) != q.shape
+                or torch.broadcast_shapes(k.shape, cos.shape, sin.shape) != k.shape):
+            return original(q, k, cos.squeeze(unsqueeze_dim), sin.squeeze(unsqueeze_dim), unsqueeze_dim)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+    apply_rotary_pos_emb.fused = True  # type: ignore[attr-defined]
+    return apply_rotary_pos_emb
+
+
+def _same_rotation(fused: Any, original: Any) -> bool:
+    """Whether the fused rotation matches the model's own on a probe (Llama's half-split rotation does;
+    an interleaved one, as in GPT-J, does not)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 3, 5, 16, generator=generator), torch.randn(2, 1, 5, 16, generator=generator)
+    cos, sin = torch.randn(2, 5, 16, generator=generator), torch.randn(2, 5, 16, generator=generator)
+    with torch.inference_mode():
+        try:
+            want, got = original(q, k, cos, sin), fused(q, k, cos, sin)
+        except Exception:
+            return False
+    return (isinstance(want, tuple) and len(want) == 2 and all(isinstance(w, torch.Tensor) for w in want)
+            and all(_close(g, w) for g, w in zip(got, want)))
+
+
+def fuse_rotary(model: Any) -> int:
+    """Give each attention module whose forward calls its file's `apply_rotary_pos_emb` the two-pass
+    rotation, where a probe shows the same result; returns how many attention modules use it.
+
+    The module keeps its class's own forward code: only the name `apply_rotary_pos_emb` in that code
+    resolves to the fused function (a copy of the module file's globals), so no other model in the
+    process and nothing else in the forward changes. About 2% of a 135M model's CPU scoring time.
+    """
+    import types
+
+    probed: dict[int, Any] = {}
+    for module in model.modules():
+        forward = getattr(type(module), "forward", None)
+        code = getattr(forward, "__code__", None)
+        if code is None or "apply_rotary_pos_emb" not in code.co_names:
+            continue
+        if "forward" in vars(module):  # fused already, or a forward of its own
+            continue
+        original = forward.__globals__.get("apply_rotary_pos_emb")
+        if original is None or getattr(original, "fused", False):
+            continue
+        if id(forward) not in probed:
+            fused = _fused_rotary(original)
+            scope = dict(forward.__globals__, apply_rotary_pos_emb=fused)
+            patched = types.FunctionType(code, scope, forward.__name__, forward.__defaults__, forward.__closure__)
+            patched.__kwdefaults__ = forward.__kwdefaults__
+            probed[id(forward)] = patched if _same_rotation(fused, original) else None
+        if probed[id(forward)] is not None:
+            module.forward = types.MethodType(probed[id(forward)], module)
+    return fused_rotary_layers(model)
+
+
+def fused_rotary_layers(model: Any) -> int:
+    """Attention modules of the model that rotate queries and keys with the fused function."""
+    import types
+
+    return sum(isinstance(vars(m).get("forward"), types.MethodType)
+               and getattr(vars(m)["forward"].__func__.__globals__.get("apply_rotary_pos_emb"), "fused", False)
+               for m in model.modules())
 
 
 def _bias(linear: Any) -> Any:
