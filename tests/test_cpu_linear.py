@@ -7,6 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nli_eval.backends import cpu_linear  # noqa: E402
+# The name the attention-like modules below call, as a model file's attention forward does.
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not cpu_linear.available(), reason="this torch build cannot pack weights for oneDNN")
 
@@ -117,6 +119,57 @@ def test_rotary_runs_fused_in_every_attention_module(tiny_llama, tiny_gemma):
         assert cpu_linear.fused_rotary_layers(plain) == 0
         x = ids()
         assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-5, rtol=1e-5)
+
+
+def renaming(old, new):
+    """A `functools.wraps` decorator that renames a keyword, as transformers deprecates arguments."""
+    import functools
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if old in kwargs:
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def registered(function):
+    """A decorator that keeps the function in a table rather than a closure cell: it cannot be rebuilt."""
+    import functools
+
+    table = {"function": function}
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return table["function"](*args, **kwargs)
+    return wrapper
+
+
+def test_rotary_fuses_under_decorators_and_keeps_them():
+    from transformers.models.llama import modeling_llama
+
+    class Rotating(torch.nn.Module):
+        @renaming("angles", "cos_sin")
+        def forward(self, q, k, cos_sin):
+            return apply_rotary_pos_emb(q, k, *cos_sin)
+
+    class Opaque(torch.nn.Module):
+        @registered
+        def forward(self, q, k, cos_sin):
+            return apply_rotary_pos_emb(q, k, *cos_sin)
+
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, 4, 6, 8, generator=g), torch.randn(2, 2, 6, 8, generator=g)
+    cos_sin = (torch.randn(2, 6, 8, generator=g), torch.randn(2, 6, 8, generator=g))
+    want = modeling_llama.apply_rotary_pos_emb(q, k, *cos_sin)
+    module, plain = Rotating(), Rotating()
+    assert cpu_linear.fuse_rotary(module) == 1
+    assert cpu_linear.fused_rotary_layers(plain) == 0
+    for got, expected in zip(module(q, k, angles=cos_sin), want):  # the decorator still renames
+        assert torch.allclose(got, expected, atol=1e-6)
+    assert cpu_linear.fuse_rotary(Opaque()) == 0  # left as it is, not half rebuilt
 
 
 def test_rotary_probe_and_fallbacks():

@@ -78,7 +78,7 @@ def test_prompts_are_batched_whatever_their_shots(sampling, passes, tiny_llama):
     forward = model.forward
 
     def counting(*args, **kwargs):
-        if kwargs.get("past_key_values") is None:
+        if kwargs.get("past_key_values", kwargs.get("cache")) is None:
             fresh_passes.append(kwargs["input_ids"].shape[0])
         return forward(*args, **kwargs)
 
@@ -105,7 +105,7 @@ def test_the_longest_prompts_run_in_smaller_passes(tiny_llama):
     forward = model.forward
 
     def counting(*args, **kwargs):
-        if kwargs.get("past_key_values") is None:
+        if kwargs.get("past_key_values", kwargs.get("cache")) is None:
             rows.append(tuple(kwargs["input_ids"].shape))
         return forward(*args, **kwargs)
 
@@ -170,3 +170,31 @@ def test_encoded_prompts_keep_their_ids_as_four_byte_ints(tiny_llama):
         assert list(enc.context) == tok(prompt.context.rstrip(), add_special_tokens=False)["input_ids"]
     again = backend.encode([builder.render(e, ()) for e in examples(3)])  # equal prompts, new objects
     assert all(a is b for a, b in zip(again, first))
+
+
+def test_the_cache_goes_by_the_name_the_models_forward_takes():
+    """Newer transformers name the key/value cache `cache` and deprecate `past_key_values`; remote code
+    and older releases take `past_key_values`. Decorators over the forward do not hide its parameters."""
+    import functools
+
+    from nli_eval.backends.causal import cache_argument
+
+    def renaming(function):
+        @functools.wraps(function)
+        def wrapper(self, *args, **kwargs):
+            return function(self, *args, **kwargs)
+        return wrapper
+
+    class New:
+        @renaming
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs): ...
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs): ...
+
+    class Both:
+        def forward(self, input_ids=None, past_key_values=None, cache=None, **kwargs): ...
+
+    assert cache_argument(New()) == "cache"
+    assert cache_argument(Old()) == "past_key_values"
+    assert cache_argument(Both()) == "past_key_values"

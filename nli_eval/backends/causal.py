@@ -39,6 +39,19 @@ class Encoded:
 MIN_SHARED = 4
 
 
+def cache_argument(model: Any) -> str:
+    """The name under which the model's forward takes and returns its key/value cache: `cache` in
+    newer transformers (which deprecate `past_key_values`), `past_key_values` before and in remote code."""
+    import inspect
+
+    forward = inspect.unwrap(type(model).forward)
+    try:
+        parameters = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters and "past_key_values" not in parameters else "past_key_values"
+
+
 def split_context(context: str, continuation: str) -> tuple[str, str]:
     """Move the context's trailing whitespace into the continuation (lm-eval's convention)."""
     n_spaces = len(context) - len(context.rstrip())
@@ -71,6 +84,7 @@ class CausalLMBackend:
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, str, tuple[str, ...]], Encoded] = {}
+        self._cache_arg = cache_argument(model)
         extra = {"add_bos": str(self.bos is not None)}
         attention = getattr(config, "_attn_implementation", None)
         if attention:
@@ -212,7 +226,7 @@ class CausalLMBackend:
         ids = torch.tensor([tokens], device=self.device)
         with torch.inference_mode():
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        return out.past_key_values
+        return getattr(out, self._cache_arg)
 
     def _empty_cache(self) -> None:
         if self.device.type == "cuda":
@@ -262,13 +276,13 @@ class CausalLMBackend:
             cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.device))
         multi = [(r, label, toks) for r, e in enumerate(batch) for label, toks in e.options.items() if len(toks) > 1]
         with torch.inference_mode():
-            out = self._forward(ids, last, past_key_values=cache, use_cache=bool(multi) or cache is not None)
+            out = self._forward(ids, last, use_cache=bool(multi) or cache is not None, **{self._cache_arg: cache})
             first = torch.log_softmax(out.logits[:, 0, :].float(), dim=-1)
             scores: list[dict[Label, float]] = []
             for r, e in enumerate(batch):
                 scores.append({label: float(first[r, toks[0]]) for label, toks in e.options.items()})
             if multi:
-                self._score_rest(batch, out.past_key_values, shared, lengths, multi, scores)
+                self._score_rest(batch, getattr(out, self._cache_arg), shared, lengths, multi, scores)
         return scores
 
     def _forward(self, ids: Any, keep: Any, **kwargs: Any) -> Any:
@@ -350,7 +364,7 @@ class CausalLMBackend:
         start = torch.tensor([shared + lengths[r] for r, _, _ in multi], device=self.device).unsqueeze(1)
         positions = start + torch.arange(tail, device=self.device).unsqueeze(0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True)
+                         use_cache=True, **{self._cache_arg: cache})
         logp = torch.log_softmax(out.logits.float(), dim=-1)
         for k, (r, label, toks) in enumerate(multi):
             target = torch.tensor(toks[1:], device=self.device)
