@@ -172,6 +172,32 @@ def test_encoded_prompts_keep_their_ids_as_four_byte_ints(tiny_llama):
     assert all(a is b for a, b in zip(again, first))
 
 
+def test_the_tokenizers_word_cache_is_off_and_its_ids_stay_the_same(tiny_llama, monkeypatch):
+    """The fast tokenizer's word cache grows with the distinct words of the data (8 MB over 1,000 ANLI
+    prompts): the backend turns it off, and the ids are those of the tokenizer as loaded."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nli_eval.backends import base, causal
+
+    sizes = []
+    fake = SimpleNamespace(_tokenizer=SimpleNamespace(model=SimpleNamespace(_resize_cache=sizes.append)))
+    assert base.without_word_cache(fake) is fake and sizes == [0]
+    plain = object()
+    assert base.without_word_cache(plain) is plain  # no Rust model: left as it is
+
+    passed = []
+    monkeypatch.setattr(causal, "without_word_cache", lambda tok: passed.append(tok) or base.without_word_cache(tok))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    texts = [f"{e.premise} {e.hypothesis}" for e in examples(20)]
+    want = tok(texts, add_special_tokens=False)["input_ids"]
+    backend = CausalLMBackend(model, tok, name="t", cpu_kernels=False)
+    assert passed == [tok] and backend.tokenizer is tok
+    assert tok(texts, add_special_tokens=False)["input_ids"] == want
+
+
 def test_the_cache_goes_by_the_name_the_models_forward_takes():
     """Newer transformers name the key/value cache `cache` and deprecate `past_key_values`; remote code
     and older releases take `past_key_values`. Decorators over the forward do not hide its parameters."""

@@ -57,6 +57,20 @@ def release_memory(device: object) -> None:
         torch.cuda.empty_cache()
 
 
+def without_word_cache(tokenizer: Any) -> Any:
+    """Turn off a fast tokenizer's word cache; returns the tokenizer.
+
+    BPE and Unigram models keep up to 10,000 words with their tokens, so a run's memory grows with the
+    distinct words of its data (8 MB over 1,000 ANLI prompts). Without the cache, tokenizing 1,000
+    prompts and their label words takes about 0.1 s more on a 2-core CPU, against minutes of scoring.
+    """
+    model = getattr(getattr(tokenizer, "_tokenizer", None), "model", None)
+    resize = getattr(model, "_resize_cache", None)
+    if callable(resize):  # tokenizers 0.21 and later
+        resize(0)
+    return tokenizer
+
+
 def return_freed_memory() -> None:
     """Give the heap pages freed by a finished batch back to the system (glibc only).
 

@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 from ..errors import ModelError
 from ..labels import Label
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory
+from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
+                   without_word_cache)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class CausalLMBackend:
 
         self.torch = torch
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = without_word_cache(tokenizer)
         self.device = next(model.parameters()).device
         config = model.config
         self.max_length = max_length or _context_length(config, tokenizer)

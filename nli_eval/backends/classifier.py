@@ -13,7 +13,7 @@ from ..errors import ModelError
 from ..labels import Label, parse_label_name
 from ..modeling import LoadOptions, ModelRef, ParamCount, count_loaded, load_weights
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback, release_memory
+from .base import BackendInfo, BatchCallback, release_memory, without_word_cache
 
 
 def map_head_labels(id2label: Mapping[Any, str], label_map: Mapping[str, Label] | None, model: str) -> dict[int, Label]:
@@ -48,7 +48,7 @@ class ClassifierBackend:
 
         self.torch = torch
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = without_word_cache(tokenizer)
         self.labels = dict(labels)
         self.device = next(model.parameters()).device
         limit = max_length or getattr(tokenizer, "model_max_length", 512)

@@ -11,7 +11,7 @@ from ..errors import ModelError
 from ..labels import Label
 from ..modeling import LoadOptions, ModelRef, ParamCount, count_loaded, load_weights
 from ..types import Prompt
-from .base import BackendInfo, BatchCallback, release_memory
+from .base import BackendInfo, BatchCallback, release_memory, without_word_cache
 
 
 class Seq2SeqBackend:
@@ -21,7 +21,7 @@ class Seq2SeqBackend:
 
         self.torch = torch
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = without_word_cache(tokenizer)
         self.device = next(model.parameters()).device
         limit = max_length or getattr(model.config, "n_positions", None) or getattr(tokenizer, "model_max_length", 512)
         self.max_length = limit if isinstance(limit, int) and 0 < limit < 100_000 else 512
