@@ -23,6 +23,12 @@ from .templates import Template, resolve_template
 from .types import NLIExample, Prediction, Prompt
 
 
+# Prompts are built, encoded and scored this many examples at a time: a large split's prompts and
+# token ids (about 6 KB an example at 5 shots) are never all in memory at once. Within a chunk the
+# batches are still sorted by length, so a chunk this size keeps padding as low as one pass over all.
+STREAM_CHUNK = 2048
+
+
 @dataclass(frozen=True)
 class RunConfig:
     models: tuple[str, ...]
@@ -244,8 +250,7 @@ class Runner:
             # The scoring phase starts once the model is loaded: prompts are built and scored.
             scoring_started, tokens_before = time.perf_counter(), getattr(model, "tokens_run", 0)
             builder = PromptBuilder(prep.template, prep.task.label_space)
-            prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in mine]
-            progress = Progress(cfg.progress, len(prompts), f"{label} {prep.task.name} {k}-shot")
+            progress = Progress(cfg.progress, len(mine), f"{label} {prep.task.name} {k}-shot")
 
             def on_batch(batch: Sequence[Prompt], scores: Sequence[Mapping[Label, float]]) -> None:
                 self.cache.append(key, self.ranks.rank, [p.example.id for p in batch], scores,
@@ -254,13 +259,16 @@ class Runner:
                 progress.update(len(batch))
 
             try:
-                scores = model.score(prompts, on_batch=on_batch)
+                for first in range(0, len(mine), STREAM_CHUNK):
+                    chunk = mine[first:first + STREAM_CHUNK]
+                    prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in chunk]
+                    for p, s in zip(prompts, model.score(prompts, on_batch=on_batch)):
+                        fresh[p.example.id] = (dict(s), p.truncated)
+                    del prompts
             finally:
                 progress.close()
             scoring_seconds = time.perf_counter() - scoring_started
             tokens = getattr(model, "tokens_run", 0) - tokens_before
-            for p, s in zip(prompts, scores):
-                fresh[p.example.id] = (dict(s), p.truncated)
         for part in self.ranks.gather(fresh):
             fresh.update(part)
         self.scored_all += len(fresh)

@@ -81,6 +81,38 @@ def test_a_library_run_bounds_the_kernel_caches_unless_the_user_set_them(tiny_ll
     assert os.environ["MKL_DISABLE_FAST_MM"] == "1"
 
 
+@pytest.mark.parametrize("sampling", ["per-example", "fixed"])
+def test_prompts_stream_through_in_chunks_with_the_same_results(sampling, tiny_llama, anli_hub, tmp_path,
+                                                                 monkeypatch):
+    """A run builds, encodes and scores a bounded chunk of prompts at a time, and drops each chunk's
+    encodings once scored, so memory does not grow with the split; the results are those of one pass."""
+    from nli_eval import runner
+    from nli_eval.backends.causal import CausalLMBackend
+
+    whole = tmp_path / "whole"
+    run(tiny_llama, anli_hub, shots=(0, 2), sampling=sampling, output_dir=str(whole))
+    calls = []
+    score = CausalLMBackend.score
+
+    def counting(self, prompts, on_batch=None):
+        out = score(self, prompts, on_batch=on_batch)
+        calls.append((len(prompts), len(self._encoded)))
+        return out
+
+    monkeypatch.setattr(CausalLMBackend, "score", counting)
+    monkeypatch.setattr(runner, "STREAM_CHUNK", 7)
+    chunked = tmp_path / "chunked"
+    run(tiny_llama, anli_hub, shots=(0, 2), sampling=sampling, output_dir=str(chunked))
+    assert [n for n, _ in calls] == [7, 7, 7, 7, 2] * 2  # 30 examples, at 0 and 2 shots
+    assert all(kept == 0 for _, kept in calls)
+    for path in sorted((whole / "samples").rglob("*.jsonl")):
+        want = [json.loads(line) for line in path.read_text().splitlines()]
+        got = [json.loads(line) for line in (chunked / path.relative_to(whole)).read_text().splitlines()]
+        assert [r["predicted"] for r in got] == [r["predicted"] for r in want]
+        for a, b in zip(got, want):
+            assert all(math.isclose(a["scores"][lab], b["scores"][lab], abs_tol=1e-4) for lab in a["scores"])
+
+
 def test_release_layout_gives_same_labels(anli_release):
     from nli_eval.data import load_split
     from nli_eval.taskspec import builtin_catalog

@@ -25,8 +25,8 @@ from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory,
 
 @dataclass(frozen=True)
 class Encoded:
-    # Token ids as 4-byte machine ints: a tuple of Python ints costs ~36 bytes a token, and a run
-    # keeps every prompt's ids (5-shot ANLI: ~700 tokens a prompt) until it ends.
+    # Token ids as 4-byte machine ints: a tuple of Python ints costs ~36 bytes a token, and a chunk
+    # of prompts keeps its ids from `fits` until scored (5-shot ANLI: ~700 tokens a prompt).
     context: array
     options: Mapping[Label, tuple[int, ...]]
 
@@ -169,6 +169,9 @@ class CausalLMBackend:
         for prefix, idx in groups.items():
             shared = self._shared_length([encoded[i] for i in idx]) if prefix and len(idx) > 1 else 0
             self._score_group(prompts, encoded, idx, shared, results, on_batch)
+        # Encodings are kept from `fits` to here; once scored they are not needed again, and the
+        # runner's next chunk of prompts brings its own.
+        self._encoded.clear()
         return results  # type: ignore[return-value]
 
     def _shared_length(self, group: list[Encoded]) -> int:
