@@ -284,7 +284,7 @@ def import_frameworks(freeze: bool = False) -> None:
     import sys
 
     first = "transformers" not in sys.modules
-    paused = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         import torch  # noqa: F401
@@ -292,7 +292,7 @@ def import_frameworks(freeze: bool = False) -> None:
     finally:
         if freeze and first:
             gc.freeze()
-        if paused:
+        if was_enabled:
             gc.enable()
 
 

@@ -264,7 +264,7 @@ class Runner:
                     prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in chunk]
                     for p, s in zip(prompts, model.score(prompts, on_batch=on_batch)):
                         fresh[p.example.id] = (dict(s), p.truncated)
-                    del prompts
+                    del prompts  # before the next chunk's are built, not after
             finally:
                 progress.close()
             scoring_seconds = time.perf_counter() - scoring_started

@@ -234,12 +234,12 @@ def fuse_rotary(model: Any) -> int:
 
     probed: dict[int, Any] = {}
     for module in model.modules():
+        if "forward" in vars(module):  # fused already, or a forward of its own
+            continue
         forward = getattr(type(module), "forward", None)
         inner = _innermost(forward)
         code = getattr(inner, "__code__", None)
         if code is None or "apply_rotary_pos_emb" not in code.co_names:
-            continue
-        if "forward" in vars(module):  # fused already, or a forward of its own
             continue
         original = inner.__globals__.get("apply_rotary_pos_emb")
         if original is None or getattr(original, "fused", False):
@@ -301,9 +301,10 @@ def _rewrap(outer: Any, inner: Any, replacement: Any) -> Any:
     wrapped = outer.__wrapped__
     below = _rewrap(wrapped, inner, replacement)
     cells = getattr(outer, "__closure__", None) or ()
-    if below is None or not any(_holds(cell, wrapped) for cell in cells):
+    holding = [_holds(cell, wrapped) for cell in cells]
+    if below is None or not any(holding):
         return None
-    closure = tuple(types.CellType(below) if _holds(cell, wrapped) else cell for cell in cells)
+    closure = tuple(types.CellType(below) if held else cell for cell, held in zip(cells, holding))
     copy = _copy_function(outer, outer.__globals__, closure)
     copy.__wrapped__ = below
     return copy
