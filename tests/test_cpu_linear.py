@@ -47,6 +47,33 @@ def test_tied_output_embedding_is_left_alone(tiny_gemma):
     assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
+def test_weights_left_unpacked_are_copied_out_of_the_checkpoint_map_slice_by_slice(tiny_gemma, monkeypatch):
+    """The tied embedding stays unpacked: it is copied out of the memory-mapped checkpoint a slice at a
+    time, each slice's file pages dropped as it goes, and ends equal to the original."""
+    plain, model = load(tiny_gemma), load(tiny_gemma)
+    weight = model.model.embed_tokens.weight
+    if not cpu_linear._in_file_map(weight, cpu_linear._file_mappings()):
+        pytest.skip("this platform loads checkpoints without a memory map")
+    dropped = []
+    drop = cpu_linear._drop_pages
+    monkeypatch.setattr(cpu_linear, "_drop_pages", lambda start, size: (dropped.append(size), drop(start, size)))
+    monkeypatch.setattr(cpu_linear, "COPY_SLICE_BYTES", 4096)
+    cpu_linear.pack_linear_layers(model)
+    weight = model.model.embed_tokens.weight
+    assert model.lm_head.weight is weight
+    assert not cpu_linear._in_file_map(weight, cpu_linear._file_mappings())
+    assert torch.equal(weight, plain.model.embed_tokens.weight)
+    assert dropped.count(4096) >= weight.numel() * 4 // 4096 - 1  # one drop a slice, not one at the end
+    x = ids()
+    assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-4, rtol=1e-4)
+
+
+def test_copy_out_keeps_a_strided_tensor_whole():
+    t = torch.arange(24.0).view(4, 6).t()
+    out = cpu_linear._copy_out(t, [])
+    assert torch.equal(out, t) and out.data_ptr() != t.data_ptr()
+
+
 def test_a_differently_gated_mlp_is_not_fused(tiny_llama):
     """An MLP whose forward is not down(act(gate(x)) * up(x)) keeps its own forward; its layers still pack."""
     plain, model = load(tiny_llama), load(tiny_llama)
