@@ -9,7 +9,6 @@ context move into the continuation, and context+continuation is encoded together
 
 from __future__ import annotations
 
-import copy
 import math
 from array import array
 from collections import Counter
@@ -21,6 +20,7 @@ from ..labels import Label
 from ..types import Prompt
 from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
+from .prefix_cache import batch_cache
 
 
 @dataclass(frozen=True)
@@ -274,11 +274,9 @@ class CausalLMBackend:
             ids[r, : lengths[r]] = torch.tensor(e.context[shared:])
         ids = ids.to(self.device)
         last = torch.tensor(lengths, device=self.device).unsqueeze(1) - 1
-        cache = None
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.device))
         multi = [(r, label, toks) for r, e in enumerate(batch) for label, toks in e.options.items() if len(toks) > 1]
+        # The rows' own keys and values are kept only when a multi-token label word continues from them.
+        cache = None if prefix_cache is None else batch_cache(prefix_cache, n, keep=bool(multi))
         with torch.inference_mode():
             out = self._forward(ids, last, use_cache=bool(multi) or cache is not None, **{self._cache_arg: cache})
             first = torch.log_softmax(out.logits[:, 0, :].float(), dim=-1)
