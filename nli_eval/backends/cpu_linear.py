@@ -433,8 +433,8 @@ def _copy_out(tensor: Any, file_maps: list[tuple[int, int]]) -> Any:
     step = max(1, COPY_SLICE_BYTES // tensor.element_size())
     with torch.no_grad():
         for start in range(0, src.numel(), step):
-            dst[start:start + step].copy_(src[start:start + step])
             piece = src[start:start + step]
+            dst[start:start + step].copy_(piece)
             _drop_pages(piece.data_ptr(), piece.numel() * piece.element_size())
     return out
 
