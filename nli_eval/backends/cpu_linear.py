@@ -416,11 +416,11 @@ def pack_linear_layers(model: Any) -> int:
     # resident while any tensor still points into it; copying out the few unpacked ones closes it.
     for param in model.parameters():
         if _in_file_map(param, file_maps):
-            param.data = _copy_out(param.data, file_maps)
+            param.data = _copy_out(param.data)
     return packed_layers(model)
 
 
-def _copy_out(tensor: Any, file_maps: list[tuple[int, int]]) -> Any:
+def _copy_out(tensor: Any) -> Any:
     """An in-memory copy of a tensor in a memory-mapped checkpoint, made a slice at a time with each
     slice's file pages dropped once copied: the copy never sits beside the whole mapped original. For
     a tied embedding (113 MB in SmolLM2-135M) a plain clone was the load's peak."""
