@@ -276,7 +276,7 @@ class CausalLMBackend:
         last = torch.tensor(lengths, device=self.device).unsqueeze(1) - 1
         multi = [(r, label, toks) for r, e in enumerate(batch) for label, toks in e.options.items() if len(toks) > 1]
         # The rows' own keys and values are kept only when a multi-token label word continues from them.
-        cache = None if prefix_cache is None else batch_cache(prefix_cache, n, keep=bool(multi), device=self.device)
+        cache = None if prefix_cache is None else batch_cache(prefix_cache, n, keep=bool(multi))
         with torch.inference_mode():
             out = self._forward(ids, last, use_cache=bool(multi) or cache is not None, **{self._cache_arg: cache})
             first = torch.log_softmax(out.logits[:, 0, :].float(), dim=-1)

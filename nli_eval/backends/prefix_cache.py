@@ -13,29 +13,32 @@ import functools
 from typing import Any
 
 
-def batch_cache(prefix_cache: Any, rows: int, keep: bool, device: Any = None) -> Any:
+def batch_cache(prefix_cache: Any, rows: int, keep: bool) -> Any:
     """A cache for a batch of `rows` prompts that all continue `prefix_cache` (which is left as it is).
 
     `keep`: whether the rows' own keys and values are kept after the pass (a multi-token label word
     continues from them). Layers of another kind than the plain dynamic one (sliding windows, for
-    one) are copied per row; `device` is where their row indices go.
+    one) are copied per row.
     """
     shared = _shared_layer_class()
     layers = getattr(prefix_cache, "layers", None)
     if shared is None or not isinstance(layers, list):
-        return _copied(prefix_cache, rows, device)
+        return _copied(prefix_cache, rows)
     plain = shared.__base__  # DynamicLayer: full attention, grown by concatenation
     cache = copy.copy(prefix_cache)
     cache.layers = [shared(layer, keep) if type(layer) is plain and layer.is_initialized
-                    else _copied(layer, rows, device) for layer in layers]
+                    else _copied(layer, rows) for layer in layers]
     return cache
 
 
-def _copied(cache: Any, rows: int, device: Any) -> Any:
+def _copied(cache: Any, rows: int) -> Any:
     """`cache` (a whole cache or one layer) deep-copied with its one row repeated `rows` times."""
     import torch
 
     cache = copy.deepcopy(cache)
+    # A layer's rows are picked on its own device (with --device-map the layers sit on several GPUs);
+    # a whole cache has no one device, and indices on the CPU index a tensor on any device.
+    device = getattr(cache, "device", None)
     cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=device))
     return cache
 
