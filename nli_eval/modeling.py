@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,29 +273,37 @@ def check_hub_access(ref: ModelRef, options: LoadOptions) -> None:
                      f"folder (a path holding config.json and *.safetensors), {fix}")
 
 
-def import_frameworks(freeze: bool = False) -> None:
-    """Import torch and transformers' loading classes with Python's cyclic garbage collector paused.
+@contextlib.contextmanager
+def collector_paused(freeze: bool = False) -> Iterator[None]:
+    """Run a block with Python's cyclic garbage collector paused, and leave it as it was found.
 
-    Their import makes a few hundred thousand long-lived objects and next to no garbage, yet the
-    collector rescans every object made so far each time their number grows by a quarter: six full
-    passes, 0.5-0.7 s of each run's start. `freeze` (for a process the caller owns, the command line)
-    also leaves those objects out of every later pass; it applies only on the first import, before
-    any model exists, so a model dropped later in a sweep is still collected in full.
+    Importing the frameworks and loading a model make a few hundred thousand long-lived objects and
+    next to no garbage, yet the collector rescans every object made so far each time their number
+    grows by a quarter: about 1 s of a small model's run. `freeze` (for a process the caller owns, the
+    command line) also leaves every object that exists at the end out of later passes; the runner
+    thaws them before it drops a model that another follows, so that model is still collected in full.
     """
     import gc
-    import sys
 
-    first = "transformers" not in sys.modules
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        import torch  # noqa: F401
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        yield
     finally:
-        if freeze and first:
+        if freeze:
             gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+def import_frameworks(freeze: bool = False) -> None:
+    """Import torch and transformers' loading classes with the collector paused (see `collector_paused`).
+    `freeze` applies only on the first import, before any model exists."""
+    import sys
+
+    with collector_paused(freeze=freeze and "transformers" not in sys.modules):
+        import torch  # noqa: F401
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
 
 def load_config(ref: ModelRef, options: LoadOptions) -> Any:

@@ -15,7 +15,8 @@ from .dist import Ranks, detect
 from .errors import ConfigError, MissingSplitError
 from .labels import Label, LabelSpace, collapse
 from .metrics import TaskResult, aggregate, compute
-from .modeling import LoadOptions, count_from_headers, fingerprint, import_frameworks, load_config, resolve
+from .modeling import (LoadOptions, collector_paused, count_from_headers, fingerprint, import_frameworks, load_config,
+                       resolve)
 from .prompts import PromptBuilder, ShotSampler
 from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
 from .taskspec import Catalog, TaskVariant, catalog_with
@@ -144,7 +145,8 @@ class Runner:
         started = time.perf_counter()
         with notice.policy(strict=cfg.strict, quiet=not self.ranks.is_main) as warnings:
             prepared = [self.prepare(name) for name in self.catalog.expand(list(cfg.tasks))]
-            records = [self.run_model(spec, prepared) for spec in cfg.models]
+            last = len(cfg.models) - 1
+            records = [self.run_model(spec, prepared, last=i == last) for i, spec in enumerate(cfg.models)]
         record = RunRecord(
             created=now(), nli_eval_version=__version__, versions=package_versions(),
             config=self._config_dict(time.perf_counter() - started), models=tuple(records),
@@ -160,13 +162,14 @@ class Runner:
         cfg["seconds"] = round(seconds, 3)
         return cfg
 
-    def run_model(self, spec: str, prepared: Sequence[PreparedTask]) -> ModelRecord:
+    def run_model(self, spec: str, prepared: Sequence[PreparedTask], last: bool = True) -> ModelRecord:
         cfg = self.config
         ref = resolve(spec, cfg.load.gguf_file)
         fp = fingerprint(ref, cfg.load)
         # The kind comes from the config alone, so a fully cached run never loads weights.
         import_frameworks(freeze=self.owns_process)
-        config = load_config(ref, cfg.load)
+        with collector_paused():
+            config = load_config(ref, cfg.load)
         kind = detect_kind(config) if cfg.backend.kind == "auto" else cfg.backend.kind
         if kind == "classifier" and any(cfg.shots):
             raise ConfigError(f"model {ref.label} is an NLI classifier head: it takes no shots; use --shots 0")
@@ -177,8 +180,11 @@ class Runner:
         def backend() -> Any:
             if "backend" not in holder:
                 self.log(f"loading {ref.label}")
-                holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
-                                                                config=config, kind=kind)
+                # The command line leaves the model's objects out of the collector's passes while it
+                # scores (see `collector_paused`), and thaws them before dropping it for the next model.
+                with collector_paused(freeze=self.owns_process):
+                    holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
+                                                                    config=config, kind=kind)
                 info = holder["backend"].info
                 holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length,
                                  "details": dict(info.extra)}
@@ -193,6 +199,10 @@ class Runner:
                     results.append(self.run_task(ref.label, fp, prep, k, backend))
         finally:
             if "backend" in holder:
+                if self.owns_process and not last:
+                    import gc
+
+                    gc.unfreeze()
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
         ran = holder.get("ran") or self.cache.model_info(fp)  # a model never loaded ran in an earlier run

@@ -120,7 +120,7 @@ def test_a_fused_mlp_runs_long_inputs_in_chunks(tiny_llama, monkeypatch):
 
 
 def test_rms_norms_run_fused_where_they_compute_the_same(tiny_llama, tiny_gemma):
-    """Llama-style norms (weight times the normalized input) run as torch's fused kernel, with the same
+    """Llama-style norms (weight times the normalized input) run fused, with the same
     logits; Gemma's (one plus weight) fail the probe and stay as they are."""
     plain, model = load(tiny_llama), load(tiny_llama)
     norms = sum("RMSNorm" in type(m).__name__ for m in model.modules())

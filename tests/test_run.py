@@ -277,6 +277,29 @@ def test_only_the_command_owns_its_process(tiny_llama, anli_hub, tmp_path, monke
     assert seen == [False]  # `main` called from Python (tests, notebooks) leaves the collector alone
 
 
+def test_command_line_freezes_a_loaded_model_and_thaws_it_before_the_next(tiny_llama, tiny_gpt2, anli_hub, tmp_path):
+    # In a fresh process, as the command runs it: the collector skips a loaded model while it scores,
+    # a model that another follows is thawed before it is dropped (so it is collected in full), and
+    # the collector is running again at the end.
+    code = f"""
+import gc, weakref
+from nli_eval.backends.causal import CausalLMBackend
+from nli_eval.cli import main
+seen = []
+close = CausalLMBackend.close
+def spy(self):
+    seen.append((gc.get_freeze_count(), weakref.ref(self.model)))
+    close(self)
+CausalLMBackend.close = spy
+args = ["run", {str(tiny_llama)!r}, {str(tiny_gpt2)!r}, "--tasks", "anli_r1", "--split", "dev", "--data-dir",
+        {str(anli_hub)!r}, "--limit", "4", "-o", {str(tmp_path / "out")!r}, "--no-progress", "--no-report"]
+assert main(args, owns_process=True) == 0
+(first, first_model), (last, _) = seen
+assert first == 0 and last > 100000 and first_model() is None and gc.isenabled(), (first, last)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_light_imports():
     code = ("import sys, nli_eval, nli_eval.cli, nli_eval.taskspec, nli_eval.data;"
             "from nli_eval.cli import build_parser; build_parser().format_help();"

