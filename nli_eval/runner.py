@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,8 +168,8 @@ class Runner:
         ref = resolve(spec, cfg.load.gguf_file)
         fp = fingerprint(ref, cfg.load)
         # The kind comes from the config alone, so a fully cached run never loads weights.
-        import_frameworks(freeze=self.owns_process)
         with collector_paused():
+            import_frameworks(freeze=self.owns_process)
             config = load_config(ref, cfg.load)
         kind = detect_kind(config) if cfg.backend.kind == "auto" else cfg.backend.kind
         if kind == "classifier" and any(cfg.shots):
@@ -200,8 +201,6 @@ class Runner:
         finally:
             if "backend" in holder:
                 if self.owns_process and not last:
-                    import gc
-
                     gc.unfreeze()
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
