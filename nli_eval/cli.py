@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Sequence
 
@@ -270,7 +271,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for name in sorted(catalog.aggregates):
         a = catalog.aggregates[name]
         rows.append([name, "aggregate", "", " + ".join(a.tasks)])
-    print(table(["task", "labels", "source", "splits (size)"], rows))
+    # On a terminal long split lists wrap; piped, each task stays on one line for grep and the like.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(table(["task", "labels", "source", "splits (size)"], rows, width=width))
     return 0
 
 

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from typing import Sequence
 
 from .metrics import TaskResult
 from .results import RunRecord
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+# The last column's rule is at most this long; its cells may run on (a one-line row stays greppable).
+_LAST_RULE = 40
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = (),
+          width: int | None = None) -> str:
+    """Rows under their headers, each column as wide as its widest cell. With `width` (a terminal's
+    columns), a last column that does not fit wraps at spaces onto lines of its own, indented to it."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    room = max(20, width - indent) if width else None
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+        line = "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        if room is None or len(str(cells[-1])) <= room or len(widths) - 1 in right:
+            return line
+        head, *rest = _wrap(str(cells[-1]), room)
+        return "\n".join([fmt([*cells[:-1], head]), *(" " * indent + part for part in rest)])
 
-    line = "  ".join("-" * w for w in widths)
+    rule = [*widths[:-1], min(widths[-1], max(len(str(headers[-1])), room or _LAST_RULE))]
+    line = "  ".join("-" * w for w in rule)
     return "\n".join([fmt(headers), line, *(fmt(r) for r in rows)])
+
+
+def _wrap(text: str, room: int) -> list[str]:
+    """Lines of at most `room` characters, broken between the items of a list ("a, b" or "a + b"), and
+    at spaces within an item too long for a line of its own; a longer word runs over."""
+    lines = [""]
+    for item in re.split(r"(?<=, )|(?= \+ )", text):
+        if lines[-1] and len(lines[-1]) + len(item.rstrip()) > room:
+            lines[-1] = lines[-1].rstrip()
+            lines.append(item.lstrip())
+        else:
+            lines[-1] += item
+    return [part for line in lines for part in (textwrap.wrap(line, room, break_long_words=False, break_on_hyphens=False) if len(line.rstrip()) > room else [line.rstrip()])]
 
 
 def pct(x: float) -> str:

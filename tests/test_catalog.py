@@ -456,3 +456,24 @@ def test_hub_source_is_requested_as_declared(name, monkeypatch):
     assert calls == [HUB_CALLS[name]]
     assert [e.label for e in loaded.examples] == [task.labels[first]]
     assert loaded.source.startswith(f"hf://datasets/{HUB_CALLS[name][0]}")
+
+
+def test_task_listing_wraps_long_split_lists_on_a_terminal_and_keeps_rows_whole_when_piped():
+    from nli_eval.console import table
+
+    splits = ", ".join(f"part{i}=file_for_part_{i} ({i}00)" for i in range(6))
+    rows = [["short", "3way", "hub/a", "dev=validation (12)"], ["long", "3way", "(local files)", splits]]
+    headers = ["task", "labels", "source", "splits (size)"]
+    wrapped = table(headers, rows, width=70).splitlines()
+    assert max(map(len, wrapped)) <= 70
+    indent = wrapped[0].index("splits")
+    continued = wrapped[3:]
+    assert len(continued) > 1 and all(line[:indent].strip() == "" for line in continued[1:])
+    # Items break only between each other, never inside "name=file (size)".
+    pieces = " ".join(line[indent:].strip() for line in continued)
+    assert pieces == splits
+    assert all(line.rstrip().endswith(",") for line in continued[:-1])
+
+    piped = table(headers, rows).splitlines()
+    assert len(piped) == 4 and piped[3].endswith(splits)
+    assert len(piped[1]) < len(piped[3])  # the rule does not run out to the longest cell
