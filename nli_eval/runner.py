@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,11 +15,11 @@ from .backends.loader import BackendOptions, detect_kind, load_backend
 from .cache import CacheKey, ScoreCache
 from .data import LoadedSplit, load_split, stratified_sample
 from .dist import Ranks, detect
-from .errors import ConfigError, MissingSplitError
+from .errors import ConfigError, MissingSplitError, NliEvalError
 from .labels import Label, LabelSpace, collapse
 from .metrics import TaskResult, aggregate, compute
 from .modeling import (LoadOptions, collector_paused, count_from_headers, fingerprint, import_frameworks, load_config,
-                       resolve)
+                       resolve, resolve_device, torch_dtype)
 from .prompts import PromptBuilder, ShotSampler
 from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
 from .taskspec import Catalog, TaskVariant, catalog_with
@@ -171,6 +173,9 @@ class Runner:
         with collector_paused():
             import_frameworks(freeze=self.owns_process)
             config = load_config(ref, cfg.load)
+        # Scores cached for the same weights under another dtype, context length, BOS rule or label map
+        # are not reused: the cache goes by both.
+        cached_as = f"{fp}-{self._scoring_digest()}"
         kind = detect_kind(config) if cfg.backend.kind == "auto" else cfg.backend.kind
         if kind == "classifier" and any(cfg.shots):
             raise ConfigError(f"model {ref.label} is an NLI classifier head: it takes no shots; use --shots 0")
@@ -190,21 +195,21 @@ class Runner:
                 holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length,
                                  "details": dict(info.extra)}
                 if self.ranks.is_main:  # at once: a run stopped later still finds it
-                    self.cache.save_model_info(fp, holder["ran"])
+                    self.cache.save_model_info(cached_as, holder["ran"])
             return holder["backend"]
 
         results: list[TaskResult] = []
         try:
             for prep in prepared:
                 for k in cfg.shots:
-                    results.append(self.run_task(ref.label, fp, prep, k, backend))
+                    results.append(self.run_task(ref.label, cached_as, prep, k, backend))
         finally:
             if "backend" in holder:
                 if self.owns_process and not last:
                     gc.unfreeze()
                 holder["backend"].close()
         params = holder.get("params") or count_from_headers(ref)
-        ran = holder.get("ran") or self.cache.model_info(fp)  # a model never loaded ran in an earlier run
+        ran = holder.get("ran") or self.cache.model_info(cached_as)  # a model never loaded ran in an earlier run
         details = ran.get("details")
         examples = sum(r.n for r in results)
         scored = self.scored_all - scored_before
@@ -231,6 +236,18 @@ class Runner:
                 if len(parts) == len(agg.tasks):
                     out.append(aggregate(agg.name, parts))
         return out
+
+    def _scoring_digest(self) -> str:
+        """What besides the weights, the prompts and the backend changes a model's scores: the dtype it
+        runs in (as resolved for the device), a context-length override, BOS handling, a label map."""
+        cfg = self.config
+        try:
+            dtype = str(torch_dtype(cfg.load.dtype, self.ranks.device or resolve_device(cfg.load.device)))
+        except NliEvalError:  # no such device here: a fully cached run still goes by the name asked for
+            dtype = cfg.load.dtype
+        label_map = sorted((name, label.value) for name, label in (cfg.backend.label_map or {}).items())
+        raw = json.dumps([dtype.removeprefix("torch."), cfg.backend.max_length, cfg.backend.add_bos, label_map])
+        return hashlib.sha256(raw.encode()).hexdigest()[:8]
 
     def cache_key(self, fp: str, prep: PreparedTask, k: int) -> CacheKey:
         t = prep.template

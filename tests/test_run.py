@@ -160,6 +160,27 @@ def test_resume_scores_only_missing(tiny_llama, anli_hub, tmp_path):
     assert resumed.models[0].results[0].correct == full.models[0].results[0].correct
 
 
+
+def test_the_cache_is_not_reused_under_another_dtype_or_context_length(tiny_llama, anli_hub, tmp_path):
+    from nli_eval.modeling import LoadOptions
+
+    def scored(**kw):
+        runner = Runner(RunConfig(models=(str(tiny_llama),), tasks=("anli_r1",), split="dev", data_dir=str(anli_hub),
+                                  output_dir=str(tmp_path), progress=False, **kw))
+        record = runner.run()
+        return runner.scored, record.models[0]
+
+    first, fp32 = scored(load=LoadOptions(dtype="float32"))
+    assert first == 30 and fp32.dtype == "float32"
+    assert scored(load=LoadOptions(dtype="auto"))[0] == 0  # auto is float32 on a CPU: the same scores
+    again, bf16 = scored(load=LoadOptions(dtype="bfloat16"))
+    assert again == 30 and bf16.dtype == "bfloat16"
+    assert scored(backend=BackendOptions(max_length=64))[0] == 30
+    # Each setting keeps its own scores and the dtype they were computed in, also when nothing is loaded.
+    cached, record = scored(load=LoadOptions(dtype="bfloat16"))
+    assert cached == 0 and record.examples_cached == 30 and record.dtype == "bfloat16"
+    assert scored(load=LoadOptions(dtype="float32"))[0] == 0
+
 # -- the command line: one-line errors, non-zero exit, nothing half-written --------------------
 
 def cli_error(args, capsys):
