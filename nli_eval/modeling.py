@@ -296,6 +296,36 @@ def collector_paused(freeze: bool = False) -> Iterator[None]:
             gc.enable()
 
 
+@contextlib.contextmanager
+def loading_bars_off(gguf: bool = False) -> Iterator[None]:
+    """transformers' progress bars off while a model loads, for a run that shows none (--no-progress),
+    then as they were. A GGUF file's conversion draws its bar with plain tqdm, so for a GGUF load that
+    module's `tqdm` is a disabled one for the duration."""
+    import functools
+    import importlib
+
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    module = original = None
+    if gguf:
+        try:
+            module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+        except ImportError:  # no gguf package: loading reports that itself
+            module = None
+        original = getattr(module, "tqdm", None)
+        if original is not None:
+            module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            module.tqdm = original
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def import_frameworks(freeze: bool = False) -> None:
     """Import torch and transformers' loading classes with the collector paused (see `collector_paused`).
     `freeze` applies only on the first import, before any model exists."""

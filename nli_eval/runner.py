@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -19,7 +21,7 @@ from .errors import ConfigError, MissingSplitError, NliEvalError
 from .labels import Label, LabelSpace, collapse
 from .metrics import TaskResult, aggregate, compute
 from .modeling import (LoadOptions, collector_paused, count_from_headers, fingerprint, import_frameworks, load_config,
-                       resolve, resolve_device, torch_dtype)
+                       gguf_of, loading_bars_off, resolve, resolve_device, torch_dtype)
 from .prompts import PromptBuilder, ShotSampler
 from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
 from .taskspec import Catalog, TaskVariant, catalog_with
@@ -188,7 +190,10 @@ class Runner:
                 self.log(f"loading {ref.label}")
                 # The command line leaves the model's objects out of the collector's passes while it
                 # scores (see `collector_paused`), and thaws them before dropping it for the next model.
-                with collector_paused(freeze=self.owns_process):
+                # The frameworks' own bars follow the run's: none with --no-progress or off a terminal.
+                shown = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+                quiet = nullcontext() if shown else loading_bars_off(gguf_of(ref, cfg.load) is not None)
+                with collector_paused(freeze=self.owns_process), quiet:
                     holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
                                                                     config=config, kind=kind)
                 info = holder["backend"].info

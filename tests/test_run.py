@@ -181,6 +181,19 @@ def test_the_cache_is_not_reused_under_another_dtype_or_context_length(tiny_llam
     assert cached == 0 and record.examples_cached == 30 and record.dtype == "bfloat16"
     assert scored(load=LoadOptions(dtype="float32"))[0] == 0
 
+
+@pytest.mark.parametrize("flag", [["--no-progress"], []])
+def test_loading_bars_follow_the_runs_own(flag, tiny_llama, anli_hub, tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    args = ["run", str(tiny_llama), "--tasks", "anli_r1", "--split", "dev", "--data-dir", str(anli_hub), "--limit", "3",
+            "-o", str(tmp_path), *flag]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err  # captured output is no terminal
+    assert hf_logging.is_progress_bar_enabled()  # as it was found
+
 # -- the command line: one-line errors, non-zero exit, nothing half-written --------------------
 
 def cli_error(args, capsys):
