@@ -22,13 +22,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
     room = max(20, width - indent) if width else None
 
-    def fmt(cells: Sequence[str]) -> str:
-        line = "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+    def join(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    def fmt(cells: Sequence[str]) -> str:
         if room is None or len(str(cells[-1])) <= room or len(widths) - 1 in right:
-            return line
+            return join(cells)
         head, *rest = _wrap(str(cells[-1]), room)
-        return "\n".join([fmt([*cells[:-1], head]), *(" " * indent + part for part in rest)])
+        return "\n".join([join([*cells[:-1], head]), *(" " * indent + part for part in rest)])
 
     rule = [*widths[:-1], min(widths[-1], max(len(str(headers[-1])), room or _LAST_RULE))]
     line = "  ".join("-" * w for w in rule)
@@ -38,14 +40,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
 def _wrap(text: str, room: int) -> list[str]:
     """Lines of at most `room` characters, broken between the items of a list ("a, b" or "a + b"), and
     at spaces within an item too long for a line of its own; a longer word runs over."""
-    lines = [""]
+    lines: list[str] = []
+    line = ""
     for item in re.split(r"(?<=, )|(?= \+ )", text):
-        if lines[-1] and len(lines[-1]) + len(item.rstrip()) > room:
-            lines[-1] = lines[-1].rstrip()
-            lines.append(item.lstrip())
+        if line and len(line) + len(item.rstrip()) > room:
+            lines.append(line.rstrip())
+            line = item.lstrip()
         else:
-            lines[-1] += item
-    return [part for line in lines for part in (textwrap.wrap(line, room, break_long_words=False, break_on_hyphens=False) if len(line.rstrip()) > room else [line.rstrip()])]
+            line += item
+    lines.append(line.rstrip())
+    too_long = {"break_long_words": False, "break_on_hyphens": False}
+    return [part for line in lines for part in (textwrap.wrap(line, room, **too_long) if len(line) > room else [line])]
 
 
 def pct(x: float) -> str:

@@ -313,7 +313,7 @@ def loading_bars_off(gguf: bool = False) -> Iterator[None]:
         try:
             module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
         except ImportError:  # no gguf package: loading reports that itself
-            module = None
+            pass
         original = getattr(module, "tqdm", None)
         if original is not None:
             module.tqdm = functools.partial(original, disable=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -177,7 +178,7 @@ class Runner:
             config = load_config(ref, cfg.load)
         # Scores cached for the same weights under another dtype, context length, BOS rule or label map
         # are not reused: the cache goes by both.
-        cached_as = f"{fp}-{self._scoring_digest()}"
+        cached_as = f"{fp}-{self._scoring_digest}"
         kind = detect_kind(config) if cfg.backend.kind == "auto" else cfg.backend.kind
         if kind == "classifier" and any(cfg.shots):
             raise ConfigError(f"model {ref.label} is an NLI classifier head: it takes no shots; use --shots 0")
@@ -242,6 +243,7 @@ class Runner:
                     out.append(aggregate(agg.name, parts))
         return out
 
+    @functools.cached_property  # the same for every model of a run; torch is imported by the first
     def _scoring_digest(self) -> str:
         """What besides the weights, the prompts and the backend changes a model's scores: the dtype it
         runs in (as resolved for the device), a context-length override, BOS handling, a label map."""

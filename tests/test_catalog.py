@@ -477,3 +477,11 @@ def test_task_listing_wraps_long_split_lists_on_a_terminal_and_keeps_rows_whole_
     piped = table(headers, rows).splitlines()
     assert len(piped) == 4 and piped[3].endswith(splits)
     assert len(piped[1]) < len(piped[3])  # the rule does not run out to the longest cell
+
+
+def test_a_cell_word_longer_than_a_narrow_terminal_runs_over_instead_of_failing():
+    from nli_eval.console import table
+
+    word = "contentword_matched=dev_gram_contentword_swap_perturbed_matched,"
+    lines = table(["task", "splits"], [["t", f"{word} other=x (1)"]], width=30).splitlines()
+    assert lines[2].endswith(word) and lines[3].strip() == "other=x (1)"

@@ -160,7 +160,6 @@ def test_resume_scores_only_missing(tiny_llama, anli_hub, tmp_path):
     assert resumed.models[0].results[0].correct == full.models[0].results[0].correct
 
 
-
 def test_the_cache_is_not_reused_under_another_dtype_or_context_length(tiny_llama, anli_hub, tmp_path):
     from nli_eval.modeling import LoadOptions
 
@@ -193,6 +192,7 @@ def test_loading_bars_follow_the_runs_own(flag, tiny_llama, anli_hub, tmp_path, 
     err = capsys.readouterr().err
     assert "Loading weights" not in err and "%|" not in err  # captured output is no terminal
     assert hf_logging.is_progress_bar_enabled()  # as it was found
+
 
 # -- the command line: one-line errors, non-zero exit, nothing half-written --------------------
 
