@@ -8,7 +8,7 @@ import shutil
 import sys
 from typing import Sequence
 
-from . import __version__
+from . import __version__, interrupts
 from .errors import ConfigError, NliEvalError
 
 EXIT_ERROR = 2
@@ -114,15 +114,10 @@ def main(argv: Sequence[str] | None = None, owns_process: bool = False) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        if args.command == "run":
-            return cmd_run(args, owns_process)
-        if args.command == "tasks":
-            return cmd_tasks(args)
-        if args.command == "report":
-            from .report import cli_report
-            return cli_report(args)
-        parser.print_help()
-        return EXIT_ERROR
+        with interrupts.latched():
+            code = _dispatch(parser, args, owns_process)
+            interrupts.check()  # a Ctrl-C dropped after the runner's last safe point
+            return code
     except NliEvalError as exc:
         print(f"nli-eval: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -143,6 +138,18 @@ def main(argv: Sequence[str] | None = None, owns_process: bool = False) -> int:
               "--dtype bfloat16, a smaller --max-length, --device-map auto, or a device with more memory",
               file=sys.stderr)
         return EXIT_ERROR
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, owns_process: bool) -> int:
+    if args.command == "run":
+        return cmd_run(args, owns_process)
+    if args.command == "tasks":
+        return cmd_tasks(args)
+    if args.command == "report":
+        from .report import cli_report
+        return cli_report(args)
+    parser.print_help()
+    return EXIT_ERROR
 
 
 def entry() -> None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import __version__, notice
+from . import __version__, interrupts, notice
 from .backends.loader import BackendOptions, detect_kind, load_backend
 from .cache import CacheKey, ScoreCache
 from .data import LoadedSplit, load_split, stratified_sample
@@ -153,6 +153,7 @@ class Runner:
             prepared = [self.prepare(name) for name in self.catalog.expand(list(cfg.tasks))]
             last = len(cfg.models) - 1
             records = [self.run_model(spec, prepared, last=i == last) for i, spec in enumerate(cfg.models)]
+        interrupts.check()  # results.json is written only for a run nobody stopped
         record = RunRecord(
             created=now(), nli_eval_version=__version__, versions=package_versions(),
             config=self._config_dict(time.perf_counter() - started), models=tuple(records),
@@ -176,6 +177,7 @@ class Runner:
         with collector_paused():
             import_frameworks(freeze=self.owns_process)
             config = load_config(ref, cfg.load)
+        interrupts.check()  # a Ctrl-C dropped while importing or reading the config stops the run here
         # Scores cached for the same weights under another dtype, context length, BOS rule or label map
         # are not reused: the cache goes by both.
         cached_as = f"{fp}-{self._scoring_digest}"
@@ -202,6 +204,7 @@ class Runner:
                                  "details": dict(info.extra)}
                 if self.ranks.is_main:  # at once: a run stopped later still finds it
                     self.cache.save_model_info(cached_as, holder["ran"])
+                interrupts.check()
             return holder["backend"]
 
         results: list[TaskResult] = []
@@ -290,6 +293,7 @@ class Runner:
                                   [p.truncated for p in batch])
                 self.scored += len(batch)
                 progress.update(len(batch))
+                interrupts.check()  # after the batch is journaled: stopping here loses nothing
 
             try:
                 for first in range(0, len(mine), STREAM_CHUNK):

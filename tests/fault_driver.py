@@ -4,6 +4,8 @@
                                     signal lands wherever the run is by then)
     NLI_FAULT=replace:NAME          while a finished temporary file is renamed over NAME (results.json or
                                     a samples file): the moment an atomic write is most exposed
+    NLI_FAULT=finalizer:N           once N lines are in the score journal, from inside an object's
+                                    finalizer, where Python drops the KeyboardInterrupt it raises
     NLI_FAULT_SIGNAL=INT|KILL       Ctrl-C or a hard kill
 
 Everything else is the ordinary command line: python tests/fault_driver.py run MODEL ...
@@ -26,9 +28,17 @@ def main() -> int:
     def fire() -> None:
         os.kill(os.getpid(), sig)
 
-    if kind == "journal":
+    class Dropped:
+        def __del__(self) -> None:
+            fire()
+            for _ in range(1000):  # Python runs the signal's handler here, inside the finalizer
+                pass
+
+    if kind in ("journal", "finalizer"):
         from nli_eval import cache, fsutil
 
+        # A Dropped is made and dropped at once: its finalizer sends the signal.
+        trigger = Dropped if kind == "finalizer" else fire
         count, _, delay = arg.partition(":")
         wanted, seconds = int(count), int(delay or 0) / 1000
         appended = [0]
@@ -40,9 +50,9 @@ def main() -> int:
             appended[0] += text.strip("\n").count("\n") + 1
             if before < wanted <= appended[0]:
                 if not seconds:
-                    fire()
+                    trigger()
                     return
-                timer = threading.Timer(seconds, fire)
+                timer = threading.Timer(seconds, trigger)
                 timer.daemon = True
                 timer.start()
 

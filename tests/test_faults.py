@@ -81,6 +81,7 @@ POINTS = [
     f"journal:{TOTAL // 2}",                                                # first model done, second not loaded
     f"journal:{_rng.randint(TOTAL // 2 + 1, TOTAL - 1)}:{_rng.randint(1, 20)}",  # inside the second model
     f"journal:{TOTAL}",                                                     # all scored, nothing written yet
+    f"finalizer:{TOTAL // 4}",                                              # sent while a finalizer runs
     "replace:anli_r1_2shot.jsonl",                                          # a samples file mid atomic write
     "replace:results.json",                                                 # results.json mid atomic write
 ]
@@ -131,7 +132,7 @@ def sweep(tiny_llama, tiny_gpt2, tmp_path_factory) -> Sweep:
 def cached_when_stopped(point: str) -> tuple[int, int]:
     """The least and most journal lines an interruption at this point leaves."""
     kind, _, arg = point.partition(":")
-    if kind == "journal":
+    if kind in ("journal", "finalizer"):
         count, _, delay = arg.partition(":")
         return int(count), TOTAL if delay else int(count)
     if kind == "replace":
@@ -199,6 +200,31 @@ def test_interrupt_then_rerun_gives_identical_results(point, sig, sweep, tmp_pat
     COUNTS["interrupted runs (points x signals)"] += 1
     COUNTS["examples checked after an interruption"] += TOTAL
     fault(f"SIG{sig}")
+
+
+def test_a_ctrl_c_dropped_by_a_finalizer_is_raised_at_the_next_check(capsys):
+    from nli_eval import interrupts
+
+    class Dropped:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the KeyboardInterrupt is raised, and dropped, in here
+
+    handler, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupts.latched():
+            interrupts.check()  # nothing pending
+            Dropped()
+            assert "KeyboardInterrupt" not in capsys.readouterr().err  # not printed as "Exception ignored"
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check()
+        interrupts.check()  # forgotten with the block
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is hook
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C stays ignored
+        with interrupts.latched():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_fully_cached_model_keeps_its_device_and_context_length(tiny_gpt2, anli_hub, tmp_path):

@@ -1,0 +1,56 @@
+"""Ctrl-C that is never lost.
+
+Python raises KeyboardInterrupt wherever the main thread happens to be when SIGINT arrives. If that is
+a finalizer (an object's `__del__`, a weakref callback, a garbage-collector pass) Python prints
+"Exception ignored in ..." with a traceback, drops the exception, and the run goes on as if the key
+had never been pressed. While `latched()` is active a SIGINT is also remembered, such a dropped
+interrupt prints nothing, and `check()`, called at the runner's safe points, raises it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from typing import Any, Iterator
+
+_pending = False
+
+
+def _on_sigint(_signum: int, _frame: Any) -> None:
+    global _pending
+    _pending = True
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def latched() -> Iterator[None]:
+    """Remember Ctrl-C for the block, when this is the main thread and Ctrl-C has Python's default
+    handler (an ignored SIGINT, as in a background job, or a caller's own handler is left alone)."""
+    global _pending
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not KeyboardInterrupt:  # a dropped Ctrl-C is raised again by check()
+            previous_hook(unraisable)
+
+    _pending = False
+    signal.signal(signal.SIGINT, _on_sigint)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = previous_hook
+        _pending = False
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C arrived and was dropped by a finalizer."""
+    if _pending:
+        raise KeyboardInterrupt
