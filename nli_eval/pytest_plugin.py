@@ -205,6 +205,7 @@ class NliState:
         return self._collect(record, batch, out)
 
     def _run_inprocess(self, group: EvalSettings, tasks: tuple[str, ...], out: Path) -> Any:
+        from . import interrupts
         from .backends.loader import BackendOptions
         from .fsutil import directory_lock
         from .labels import Label
@@ -219,8 +220,10 @@ class NliState:
             backend=BackendOptions(kind=group.backend, batch_size=group.batch_size,
                                    label_map={k: Label(v) for k, v in group.label_map} or None),
             progress=False)
-        with directory_lock(out):
-            return Runner(config).run()
+        with directory_lock(out), interrupts.latched():  # Ctrl-C stops the session even if a finalizer drops it
+            record = Runner(config).run()
+            interrupts.check()
+            return record
 
     def launch_command(self, group: EvalSettings, tasks: tuple[str, ...], out: Path) -> list[str]:
         """`nli-eval run` for these settings, under `accelerate launch` when more than one process."""

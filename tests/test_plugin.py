@@ -360,3 +360,30 @@ def test_failed_launch_is_an_error_naming_the_log(pytester, env, tmp_path):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*the accelerate run of {env.model.name} on anli_r9 exited with code 2 and wrote no "
                                  "*results.json; last error: nli-eval: error: unknown task 'anli_r9'*; see */launcher.log"])
+
+
+def test_a_ctrl_c_dropped_during_an_in_process_evaluation_still_stops_it(monkeypatch, tmp_path):
+    import signal
+
+    from nli_eval import runner
+    from nli_eval.fsutil import directory_lock
+    from nli_eval.gates import EvalSettings
+    from nli_eval.pytest_plugin import NliState
+
+    class Dropped:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # raised, and dropped, inside the finalizer
+
+    def run(self):
+        Dropped()
+        return "scored to the end"
+
+    monkeypatch.setattr(runner.Runner, "run", run)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            NliState(None, None)._run_inprocess(EvalSettings(model="m", task=""), ("anli_r1",), tmp_path / "out")
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    with directory_lock(tmp_path / "out"):  # the lock went with the stopped run
+        pass
