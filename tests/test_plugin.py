@@ -363,9 +363,9 @@ def test_failed_launch_is_an_error_naming_the_log(pytester, env, tmp_path):
 
 
 def test_a_ctrl_c_dropped_during_an_in_process_evaluation_still_stops_it(monkeypatch, tmp_path):
+    import importlib
     import signal
 
-    from nli_eval import runner
     from nli_eval.fsutil import directory_lock
     from nli_eval.gates import EvalSettings
     from nli_eval.pytest_plugin import NliState
@@ -378,7 +378,8 @@ def test_a_ctrl_c_dropped_during_an_in_process_evaluation_still_stops_it(monkeyp
         Dropped()
         return "scored to the end"
 
-    monkeypatch.setattr(runner.Runner, "run", run)
+    # The module as the plugin imports it: in-process pytester runs leave stale ones behind as attributes.
+    monkeypatch.setattr(importlib.import_module("nli_eval.runner").Runner, "run", run)
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
