@@ -115,9 +115,7 @@ def main(argv: Sequence[str] | None = None, owns_process: bool = False) -> int:
         return EXIT_ERROR
     try:
         with interrupts.latched():
-            code = _dispatch(parser, args, owns_process)
-            interrupts.check()  # a Ctrl-C dropped after the runner's last safe point
-            return code
+            return _dispatch(parser, args, owns_process)
     except NliEvalError as exc:
         print(f"nli-eval: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

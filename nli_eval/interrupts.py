@@ -3,8 +3,10 @@
 Python raises KeyboardInterrupt wherever the main thread happens to be when SIGINT arrives. If that is
 a finalizer (an object's `__del__`, a weakref callback, a garbage-collector pass) Python prints
 "Exception ignored in ..." with a traceback, drops the exception, and the run goes on as if the key
-had never been pressed. While `latched()` is active a SIGINT is also remembered, such a dropped
-interrupt prints nothing, and `check()`, called at the runner's safe points, raises it again.
+had never been pressed; some libraries' blanket `except` clauses drop it too, and the half-done
+import they were in then fails later with an unrelated error. While `latched()` is active a SIGINT is
+also remembered, and such a dropped interrupt prints nothing and is raised again: by `check()` at the
+runner's safe points, at the end of the block, or in place of whatever error the block ends with.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def latched() -> Iterator[None]:
     sys.unraisablehook = hook
     try:
         yield
+        check()
+    except Exception:
+        check()  # an error that follows a dropped Ctrl-C is the interrupt's doing: report the interrupt
+        raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.unraisablehook = previous_hook
@@ -51,6 +57,8 @@ def latched() -> Iterator[None]:
 
 
 def check() -> None:
-    """Raise KeyboardInterrupt if a Ctrl-C arrived and was dropped by a finalizer."""
+    """Raise KeyboardInterrupt if a Ctrl-C arrived and something dropped it (once per Ctrl-C)."""
+    global _pending
     if _pending:
+        _pending = False
         raise KeyboardInterrupt

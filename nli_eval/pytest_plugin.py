@@ -221,9 +221,7 @@ class NliState:
                                    label_map={k: Label(v) for k, v in group.label_map} or None),
             progress=False)
         with directory_lock(out), interrupts.latched():  # Ctrl-C stops the session even if a finalizer drops it
-            record = Runner(config).run()
-            interrupts.check()
-            return record
+            return Runner(config).run()
 
     def launch_command(self, group: EvalSettings, tasks: tuple[str, ...], out: Path) -> list[str]:
         """`nli-eval run` for these settings, under `accelerate launch` when more than one process."""

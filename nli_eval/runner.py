@@ -176,8 +176,8 @@ class Runner:
         # The kind comes from the config alone, so a fully cached run never loads weights.
         with collector_paused():
             import_frameworks(freeze=self.owns_process)
+            interrupts.check()  # a Ctrl-C dropped mid-import can leave a module half made: stop before using it
             config = load_config(ref, cfg.load)
-        interrupts.check()  # a Ctrl-C dropped while importing or reading the config stops the run here
         # Scores cached for the same weights under another dtype, context length, BOS rule or label map
         # are not reused: the cache goes by both.
         cached_as = f"{fp}-{self._scoring_digest}"

@@ -202,7 +202,26 @@ def test_interrupt_then_rerun_gives_identical_results(point, sig, sweep, tmp_pat
     fault(f"SIG{sig}")
 
 
-def test_a_ctrl_c_dropped_by_a_finalizer_is_raised_at_the_next_check(capsys):
+@pytest.mark.slow
+def test_ctrl_c_anywhere_in_start_up_stops_in_one_line(sweep, tmp_path):
+    # Start-up is where libraries import and collect: a Ctrl-C there used to be dropped now and then,
+    # and the run either went on to the end or failed later on a half-imported module.
+    for step in range(13):
+        out = tmp_path / f"out{step}"
+        proc = subprocess.Popen([sys.executable, str(DRIVER), *sweep.args(out)], env=env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not (out / ".lock").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(0.05 * step)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 130 and "Traceback" not in stderr, (step, stderr[-3000:])
+        assert stderr.strip().splitlines()[-1] == INTERRUPTED
+    fault("SIGINT")
+
+
+def test_a_dropped_ctrl_c_is_raised_at_the_next_check_or_in_place_of_the_error_it_caused(capsys):
     from nli_eval import interrupts
 
     class Dropped:
@@ -218,7 +237,18 @@ def test_a_ctrl_c_dropped_by_a_finalizer_is_raised_at_the_next_check(capsys):
             assert "KeyboardInterrupt" not in capsys.readouterr().err  # not printed as "Exception ignored"
             with pytest.raises(KeyboardInterrupt):
                 interrupts.check()
-        interrupts.check()  # forgotten with the block
+            interrupts.check()  # raised once per Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.latched():
+                Dropped()  # and nothing checks before the block ends
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.latched():
+                Dropped()
+                raise ValueError("what a half-made import fails with later")  # reported as the interrupt
+        with pytest.raises(ValueError):
+            with interrupts.latched():
+                raise ValueError("an error with no Ctrl-C stays itself")
+        interrupts.check()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is hook
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C stays ignored
         with interrupts.latched():
