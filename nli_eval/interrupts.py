@@ -7,6 +7,7 @@ had never been pressed; some libraries' blanket `except` clauses drop it too, an
 import they were in then fails later with an unrelated error. While `latched()` is active a SIGINT is
 also remembered, and such a dropped interrupt prints nothing and is raised again: by `check()` at the
 runner's safe points, at the end of the block, or in place of whatever error the block ends with.
+Inside `held()` (the frameworks' imports) a Ctrl-C is not raised at all until the block ends.
 """
 
 from __future__ import annotations
@@ -18,12 +19,30 @@ import threading
 from typing import Any, Iterator
 
 _pending = False
+_holding = False
 
 
 def _on_sigint(_signum: int, _frame: Any) -> None:
     global _pending
     _pending = True
-    raise KeyboardInterrupt
+    if not _holding:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, under `latched()`: for importing the frameworks, which an
+    interrupt can leave half done (numpy, then every later use of it fails) or abort outright (torch's
+    start-up, where the exception reaches C++)."""
+    global _holding
+    outer = _holding
+    _holding = True
+    try:
+        yield
+    finally:
+        _holding = outer
+    if not outer:
+        check()
 
 
 @contextlib.contextmanager

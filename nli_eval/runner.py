@@ -174,10 +174,9 @@ class Runner:
         ref = resolve(spec, cfg.load.gguf_file)
         fp = fingerprint(ref, cfg.load)
         # The kind comes from the config alone, so a fully cached run never loads weights.
-        with collector_paused():
+        with collector_paused(), interrupts.held():  # a Ctrl-C here stops the run once the imports are done
             import_frameworks(freeze=self.owns_process)
-            interrupts.check()  # a Ctrl-C dropped mid-import can leave a module half made: stop before using it
-            config = load_config(ref, cfg.load)
+            config = load_config(ref, cfg.load)  # imports transformers' configuration modules
         # Scores cached for the same weights under another dtype, context length, BOS rule or label map
         # are not reused: the cache goes by both.
         cached_as = f"{fp}-{self._scoring_digest}"

@@ -248,6 +248,12 @@ def test_a_dropped_ctrl_c_is_raised_at_the_next_check_or_in_place_of_the_error_i
         with pytest.raises(ValueError):
             with interrupts.latched():
                 raise ValueError("an error with no Ctrl-C stays itself")
+        with interrupts.latched():
+            with pytest.raises(KeyboardInterrupt):
+                with interrupts.held():
+                    signal.raise_signal(signal.SIGINT)
+                    done = "the import went on to its end"
+            assert done
         interrupts.check()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is hook
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C stays ignored
