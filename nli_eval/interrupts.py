@@ -35,14 +35,12 @@ def held() -> Iterator[None]:
     interrupt can leave half done (numpy, then every later use of it fails) or abort outright (torch's
     start-up, where the exception reaches C++)."""
     global _holding
-    outer = _holding
     _holding = True
     try:
         yield
     finally:
-        _holding = outer
-    if not outer:
-        check()
+        _holding = False
+    check()
 
 
 @contextlib.contextmanager

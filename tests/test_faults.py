@@ -140,7 +140,10 @@ def cached_when_stopped(point: str) -> tuple[int, int]:
     return 0, TOTAL
 
 
-def interrupt(point: str, sig: str, args: list[str], out: Path) -> subprocess.CompletedProcess:
+def interrupt(point: str, sig: str, args: list[str], out: Path, delay: float | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run the command and stop it at `point`; at "startup", `delay` seconds after it takes its lock
+    (a fixed pseudo-random delay when not given)."""
     if point != "startup":
         return subprocess.run([sys.executable, str(DRIVER), *args], env=env(NLI_FAULT=point, NLI_FAULT_SIGNAL=sig),
                               capture_output=True, text=True, timeout=300)
@@ -151,7 +154,7 @@ def interrupt(point: str, sig: str, args: list[str], out: Path) -> subprocess.Co
     deadline = time.time() + 120
     while not (out / ".lock").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
-    time.sleep(random.Random(f"{point}{sig}").uniform(0.0, 0.5))
+    time.sleep(random.Random(f"{point}{sig}").uniform(0.0, 0.5) if delay is None else delay)
     proc.send_signal(getattr(signal, "SIG" + sig))
     stdout, stderr = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
@@ -208,15 +211,9 @@ def test_ctrl_c_anywhere_in_start_up_stops_in_one_line(sweep, tmp_path):
     # and the run either went on to the end or failed later on a half-imported module.
     for step in range(13):
         out = tmp_path / f"out{step}"
-        proc = subprocess.Popen([sys.executable, str(DRIVER), *sweep.args(out)], env=env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while not (out / ".lock").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(0.05 * step)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 130 and "Traceback" not in stderr, (step, stderr[-3000:])
+        stopped = interrupt("startup", "INT", sweep.args(out), out, delay=0.05 * step)
+        stderr = stopped.stderr
+        assert stopped.returncode == 130 and "Traceback" not in stderr, (step, stderr[-3000:])
         assert stderr.strip().splitlines()[-1] == INTERRUPTED
     fault("SIGINT")
 
