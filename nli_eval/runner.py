@@ -144,9 +144,12 @@ class Runner:
 
     # -- one model ------------------------------------------------------------------------
     def run(self) -> RunRecord:
+        from .backends.base import steady_heap
         from .backends.cpu_linear import bound_kernel_caches
 
         bound_kernel_caches()  # before any model loads; a no-op if this process has run oneDNN already
+        if self.owns_process:
+            steady_heap()
         cfg = self.config
         started = time.perf_counter()
         with notice.policy(strict=cfg.strict, quiet=not self.ranks.is_main) as warnings:

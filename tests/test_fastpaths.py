@@ -14,6 +14,9 @@ from helpers import nli_rows
 
 MULTI = Template("multi", BUILTIN_TEMPLATES["harness"].query,
                  {Label.ENTAILMENT: "always True", Label.NEUTRAL: "Maybe Neither", Label.CONTRADICTION: "never False"})
+# Label words of one token each in the test tokenizer (where " Neither" and " False" take several).
+SINGLE = Template("single", BUILTIN_TEMPLATES["harness"].query,
+                  {Label.ENTAILMENT: "True", Label.NEUTRAL: "Yes", Label.CONTRADICTION: "no"})
 
 
 def examples(n=14):
@@ -35,12 +38,13 @@ def naive(model, backend, prompt):
 
 
 @pytest.mark.parametrize("shape", ["tiny_llama", "tiny_gemma"])
-@pytest.mark.parametrize("template", [BUILTIN_TEMPLATES["harness"], MULTI], ids=["single-token", "multi-token"])
+@pytest.mark.parametrize("template", [SINGLE, BUILTIN_TEMPLATES["harness"], MULTI],
+                         ids=["single-token", "mixed", "multi-token"])
 @pytest.mark.parametrize("sampling", ["per-example", "fixed"])
 def test_fast_paths_equal_naive(template, sampling, shape, request):
-    """Every path (packed CPU layers or plain, cached prefix or not, several batch sizes) scores as the
-    plain model does on each label word's whole sequence. The Gemma-shaped model has a 16-token sliding
-    window, shorter than every prompt."""
+    """Every path (packed CPU layers or plain, prompts packed end to end or padded, cached prefix or not,
+    several batch sizes) scores as the plain model does on each label word's whole sequence. The
+    Gemma-shaped model has a 16-token sliding window, shorter than every prompt."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = request.getfixturevalue(shape)
@@ -55,12 +59,15 @@ def test_fast_paths_equal_naive(template, sampling, shape, request):
     for model, pack in ((plain, False), (packed, True)):
         for reuse in (False, True):
             for bs in (1, 3, 16):
-                backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse, cpu_kernels=pack)
-                assert ("packed_linear_layers" in backend.info.extra) == pack
-                scores = backend.score(prompts)
-                for got, want in zip(scores, reference):
-                    for label in want:
-                        assert got[label] == pytest.approx(want[label], abs=2e-4)
+                for prompts_packed in (False, True):
+                    backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse,
+                                              cpu_kernels=pack, pack_prompts=prompts_packed)
+                    assert ("packed_linear_layers" in backend.info.extra) == pack
+                    assert ("packed_prompts" in backend.info.extra) == prompts_packed
+                    scores = backend.score(prompts)
+                    for got, want in zip(scores, reference):
+                        for label in want:
+                            assert got[label] == pytest.approx(want[label], abs=2e-4)
 
 
 @pytest.mark.parametrize("sampling,passes", [("per-example", 1), ("fixed", 2)])
@@ -82,8 +89,9 @@ def test_prompts_are_batched_whatever_their_shots(sampling, passes, tiny_llama):
             fresh_passes.append(kwargs["input_ids"].shape[0])
         return forward(*args, **kwargs)
 
+    backend = CausalLMBackend(model, tok, name="t", batch_size=16, pack_prompts=False)  # padded batches
     model.forward = counting
-    CausalLMBackend(model, tok, name="t", batch_size=16).score(prompts)
+    backend.score(prompts)
     # fixed: the prefix once, plus one plain batch for examples that were themselves drawn as shots
     assert len(fresh_passes) <= passes, fresh_passes
     if sampling == "per-example":
@@ -109,12 +117,12 @@ def test_the_longest_prompts_run_in_smaller_passes(tiny_llama):
             rows.append(tuple(kwargs["input_ids"].shape))
         return forward(*args, **kwargs)
 
+    backend = CausalLMBackend(model, tok, name="t", batch_size=8, pack_prompts=False)  # padded batches
     model.forward = counting
-    backend = CausalLMBackend(model, tok, name="t", batch_size=8)
     scores = backend.score(prompts)
     assert rows[0][0] < 8  # the two long prompts: a smaller pass
     assert sum(n for n, _ in rows) == len(prompts)
-    plain = CausalLMBackend(model, tok, name="t", batch_size=1).score(prompts)
+    plain = CausalLMBackend(model, tok, name="t", batch_size=1, pack_prompts=False).score(prompts)
     for got, want in zip(scores, plain):
         assert all(got[label] == pytest.approx(want[label], abs=2e-4) for label in want)
 
@@ -145,7 +153,7 @@ def test_the_last_layers_mlp_runs_on_scored_positions_only(tiny_llama):
     rows = {}
     for i, layer in enumerate(model.model.layers):
         layer.mlp.gate_proj.register_forward_pre_hook(lambda _m, args, i=i: rows.setdefault(i, args[0].shape) and None)
-    scores = CausalLMBackend(model, tok, name="t", batch_size=8, cpu_kernels=False).score(prompts)
+    scores = CausalLMBackend(model, tok, name="t", batch_size=8, cpu_kernels=False, pack_prompts=False).score(prompts)
     assert rows[1][:2] == (8, 1) and rows[0][1] > 1  # the last layer: one position per prompt
     for got, prompt in zip(scores, prompts):
         want = naive(model, CausalLMBackend(model, tok, name="t", cpu_kernels=False), prompt)

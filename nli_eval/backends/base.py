@@ -82,6 +82,31 @@ def return_freed_memory() -> None:
         trim(0)
 
 
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+# The largest mmap threshold glibc takes on a 64-bit system; anything this size or more is still mapped
+# on its own and returned the moment it is freed.
+HEAP_BLOCK_LIMIT = 32 << 20
+
+
+def steady_heap() -> bool:
+    """Keep a scoring pass's activations in the heap, where the next pass reuses them (glibc only);
+    returns whether the settings took.
+
+    By default glibc maps every block above a threshold afresh and unmaps it on free, raising the
+    threshold to the size of each mapped block freed, and gives the top of the heap back whenever a
+    free leaves enough of it unused. A pass frees its activations layer by layer, so the next layer
+    and the next pass fault in new zeroed pages for the same sizes: 11% of a 135M model's CPU scoring
+    time. With a fixed 32 MB threshold and no automatic trimming the heap keeps them; its free pages
+    still go back to the system after each CPU batch (`return_freed_memory`). For a process the caller
+    owns (the command line): it changes that process's allocator.
+    """
+    mallopt = getattr(libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
 @functools.lru_cache(maxsize=None)
 def libc() -> Any:
     """The C library of this Linux process (memory calls torch does not expose), or None elsewhere."""

@@ -20,6 +20,7 @@ from ..labels import Label
 from ..types import Prompt
 from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
+from .packing import LOGIT_ROWS, TAIL_ROUND, capacity, packed, packing_works, plan, round_up
 from .prefix_cache import batch_cache
 
 
@@ -65,7 +66,7 @@ class CausalLMBackend:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
                  params: tuple[int, int] | None = None, reuse_prefix: bool = True,
-                 cpu_kernels: bool = True) -> None:
+                 cpu_kernels: bool = True, pack_prompts: bool = True) -> None:
         import torch
 
         self.torch = torch
@@ -102,6 +103,12 @@ class CausalLMBackend:
             rotary = fuse_rotary(model)
             if rotary:
                 extra["fused_rotary_layers"] = str(rotary)
+        # On a CPU, prompts are packed end to end into passes of one shape (see packing.py), where a
+        # probe shows the model scores a packed prompt as it does the prompt alone.
+        self.packing = pack_prompts and self.device.type == "cpu" and packing_works(model)
+        self._pass_tokens: int | None = None  # a pass's tokens, once running out of memory has lowered it
+        if self.packing:
+            extra["packed_prompts"] = "true"
         total, non_emb = params or (None, None)
         self.info = BackendInfo(
             kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -168,7 +175,10 @@ class CausalLMBackend:
             groups.setdefault(p.prefix if shared_by[p.prefix] >= MIN_SHARED else "", []).append(i)
         for prefix, idx in groups.items():
             shared = self._shared_length([encoded[i] for i in idx]) if prefix and len(idx) > 1 else 0
-            self._score_group(prompts, encoded, idx, shared, results, on_batch)
+            if self.packing and not shared and all(len(t) == 1 for i in idx for t in encoded[i].options.values()):
+                self._score_packed(prompts, encoded, idx, results, on_batch)
+            else:
+                self._score_group(prompts, encoded, idx, shared, results, on_batch)
         # Encodings are kept from `fits` to here; once scored they are not needed again, and the
         # runner's next chunk of prompts brings its own.
         self._encoded.clear()
@@ -224,6 +234,67 @@ class CausalLMBackend:
             if self.device.type == "cpu":
                 return_freed_memory()
             start += len(batch_idx)
+
+    def _score_packed(self, prompts: Sequence[Prompt], encoded: list[Encoded], idx: list[int], results: list,
+                      on_batch: BatchCallback | None) -> None:
+        """Prompts whose label words are one token each, packed end to end into passes of one size."""
+        torch = self.torch
+        lengths = {i: len(encoded[i].context) for i in idx}
+        longest = max(lengths.values())
+        size = self.batch_size if isinstance(self.batch_size, int) else None
+        tokens = max(self._pass_tokens or capacity(size, list(lengths.values())), round_up(longest, TAIL_ROUND))
+        # The token buffers are made once and refilled: a pass allocates what the model does, no more.
+        ids = torch.zeros((1, tokens), dtype=torch.long)
+        positions = torch.zeros((1, tokens), dtype=torch.long)
+        todo = list(idx)
+        while todo:
+            passes = [[todo[m] for m in members] for members in plan([lengths[i] for i in todo], tokens)]
+            for n, batch_idx in enumerate(passes):
+                used = sum(lengths[i] for i in batch_idx)
+                # Every pass has the full width but the last, which is cut to what it holds.
+                width = tokens if n < len(passes) - 1 else min(tokens, round_up(used, TAIL_ROUND))
+                try:
+                    scores = self._score_pass([encoded[i] for i in batch_idx], ids, positions, width)
+                except (RuntimeError, MemoryError) as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    smaller = round_up(tokens // 2, TAIL_ROUND)
+                    if smaller < longest or smaller >= tokens:
+                        raise ModelError(f"model {self.info.model} runs out of memory on a pass of {tokens} tokens "
+                                         f"holding a prompt of {longest}; finished examples are cached; try a "
+                                         f"smaller --max-length or a device with more memory") from None
+                    tokens = self._pass_tokens = smaller  # replan what is left: smaller passes, same scores
+                    break
+                for i, s in zip(batch_idx, scores):
+                    results[i] = s
+                self.tokens_run += used
+                done = set(batch_idx)
+                todo = [i for i in todo if i not in done]
+                if on_batch is not None:
+                    on_batch([prompts[i] for i in batch_idx], scores)
+                return_freed_memory()
+
+    def _score_pass(self, batch: list[Encoded], ids: Any, positions: Any, width: int) -> list[dict[Label, float]]:
+        """One packed pass: the prompts of `batch` laid end to end in the first `width` columns."""
+        torch = self.torch
+        flat_ids, flat_positions, bounds = array("i"), array("i"), [0]
+        for e in batch:
+            flat_ids.extend(e.context)
+            flat_positions.extend(range(len(e.context)))
+            bounds.append(bounds[-1] + len(e.context))
+        used = bounds[-1]
+        ids[0, :used] = torch.frombuffer(flat_ids, dtype=torch.int32)
+        positions[0, :used] = torch.frombuffer(flat_positions, dtype=torch.int32)
+        ids[0, used:width] = 0
+        positions[0, used:width] = 0
+        ends = [end - 1 for end in bounds[1:]]
+        keep = torch.tensor([ends + ends[:1] * (round_up(len(ends), LOGIT_ROWS) - len(ends))])
+        first = torch.tensor([[toks[0] for toks in e.options.values()] for e in batch])
+        with torch.inference_mode(), packed(self.model, bounds):
+            out = self._forward(ids[:, :width], keep, position_ids=positions[:, :width], use_cache=False)
+            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+            picked = logp[: len(batch)].gather(1, first).tolist()
+        return [dict(zip(e.options, row)) for e, row in zip(batch, picked)]
 
     def _run_prefix(self, tokens: Sequence[int]) -> Any:
         torch = self.torch

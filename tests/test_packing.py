@@ -1,0 +1,231 @@
+"""Prompts packed end to end into passes of one shape score as each prompt does alone."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nli_eval.backends import packing
+from nli_eval.backends.causal import CausalLMBackend
+from nli_eval.errors import ModelError
+from nli_eval.labels import LabelSpace
+from nli_eval.prompts import PromptBuilder
+
+from test_fastpaths import SINGLE, examples, naive
+
+
+def load(path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def zero_shot(n=14):
+    builder = PromptBuilder(SINGLE, LabelSpace.THREE_WAY)  # label words of one token each
+    return [builder.render(e, ()) for e in examples(n)]
+
+
+def recorded_passes(model):
+    """Install a recorder of every forward pass's input shape; returns the list it fills."""
+    shapes = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    return shapes
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_plan_places_every_prompt_once_within_the_capacity(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 300) for _ in range(rng.randint(1, 200))]
+    cap = rng.choice([256, 512, 1024])
+    passes = packing.plan(lengths, cap)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+    for p in passes:
+        assert sum(lengths[i] for i in p) <= cap or len(p) == 1
+    # First-fit decreasing: no prompt of a later pass would have fitted into an earlier one.
+    for a, earlier in enumerate(passes):
+        room = cap - sum(lengths[i] for i in earlier)
+        for later in passes[a + 1:]:
+            assert all(lengths[i] > room for i in later[:1])
+
+
+def test_a_prompt_longer_than_the_capacity_gets_a_pass_of_its_own():
+    assert packing.plan([50, 900, 40], 100) == [[1], [0, 2]]
+
+
+def test_the_capacity_is_batch_size_median_prompts_in_whole_chunks():
+    assert packing.capacity(16, [100, 110, 120, 500]) == 2048    # 16 x 120 -> 2048
+    assert packing.capacity(4, [100, 110, 120]) == 1024           # 4 x 110 -> 1024
+    assert packing.capacity(1, [100, 3000]) == 3072               # never less than the longest
+    assert packing.capacity(None, [10] * 50) == packing.AUTO_TOKENS
+
+
+@pytest.mark.parametrize("shape", ["tiny_llama", "tiny_gemma"])
+@pytest.mark.parametrize("batch_size", [1, 4, 16, "auto"])
+def test_packed_passes_score_as_each_prompt_alone(shape, batch_size, request):
+    """Gemma's 16-token sliding window is shorter than the prompts: the packed attention applies it."""
+    model, tok = load(request.getfixturevalue(shape))
+    prompts = zero_shot()
+    reference = [naive(model, CausalLMBackend(model, tok, name="t", cpu_kernels=False), p) for p in prompts]
+    backend = CausalLMBackend(model, tok, name="t", batch_size=batch_size)
+    assert backend.info.extra.get("packed_prompts") == "true"
+    shapes = recorded_passes(model)
+    seen = []
+    scores = backend.score(prompts, on_batch=lambda batch, s: seen.extend(p.example.id for p in batch))
+    assert all(rows == 1 for rows, _ in shapes)  # one row a pass, holding several prompts
+    assert sorted(seen) == sorted(p.example.id for p in prompts)  # every prompt reported once
+    for got, want in zip(scores, reference):
+        assert got.keys() == want.keys()
+        for label in want:
+            assert got[label] == pytest.approx(want[label], abs=2e-4)
+    assert backend.tokens_run == sum(len(e.context) for e in backend.encode(prompts))
+
+
+def test_every_pass_but_the_last_has_one_shape(tiny_llama):
+    model, tok = load(tiny_llama)
+    prompts = zero_shot(60)
+    backend = CausalLMBackend(model, tok, name="t", batch_size=2, cpu_kernels=False)
+    lengths = [len(e.context) for e in backend.encode(prompts)]
+    shapes = recorded_passes(model)
+    backend.score(prompts)
+    full = packing.capacity(2, lengths)
+    assert len(shapes) > 3
+    assert set(shapes[:-1]) == {(1, full)}
+    assert shapes[-1][1] <= full and shapes[-1][1] % packing.TAIL_ROUND == 0
+    assert sum(lengths) <= len(shapes) * full
+
+
+def test_prompts_with_several_token_label_words_keep_padded_batches(tiny_llama):
+    from test_fastpaths import MULTI
+
+    model, tok = load(tiny_llama)
+    builder = PromptBuilder(MULTI, LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, ()) for e in examples(6)]
+    backend = CausalLMBackend(model, tok, name="t", batch_size=6, cpu_kernels=False)
+    shapes = recorded_passes(model)
+    backend.score(prompts)
+    assert shapes[0][0] == 6  # six padded rows, then the label words' further tokens
+
+
+def test_running_out_of_memory_replans_smaller_passes_with_the_same_scores(tiny_llama, monkeypatch):
+    model, tok = load(tiny_llama)
+    prompts = zero_shot(30)
+    want = CausalLMBackend(model, tok, name="t", batch_size=16, pack_prompts=False).score(prompts)
+    backend = CausalLMBackend(model, tok, name="t", batch_size=16)
+    longest = max(len(e.context) for e in backend.encode(prompts))
+    limit = packing.round_up(longest, packing.TAIL_ROUND) * 2
+    real = backend._score_pass
+    widths = []
+
+    def bounded(batch, ids, positions, width):
+        widths.append(width)
+        if width > limit:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes")
+        return real(batch, ids, positions, width)
+
+    monkeypatch.setattr(backend, "_score_pass", bounded)
+    got = backend.score(prompts)
+    # Each failed pass halves the pass (2048 -> 1024 -> ...) until it fits; then every pass fits.
+    failed = [w for w in widths if w > limit]
+    assert failed and failed == widths[: len(failed)] == sorted(failed, reverse=True)
+    assert all(w <= limit for w in widths[len(failed):]) and backend._pass_tokens <= limit
+    for g, w in zip(got, want):
+        assert all(g[label] == pytest.approx(w[label], abs=2e-4) for label in w)
+
+    def never(batch, ids, positions, width):
+        raise MemoryError()
+
+    monkeypatch.setattr(backend, "_score_pass", never)
+    backend._pass_tokens = None
+    with pytest.raises(ModelError, match="runs out of memory on a pass of"):
+        backend.score(prompts)
+
+
+def test_the_probe_turns_packing_off_when_prompts_would_see_each_other(tiny_llama, monkeypatch):
+    """An attention function that lets a prompt attend to the one before it (or fails) fails the probe."""
+    import torch.nn.functional as F
+
+    model, tok = load(tiny_llama)
+    assert packing.packing_works(model)
+
+    def across(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
+                                             enable_gqa=query.shape[1] != key.shape[1])
+        return out.transpose(1, 2), None
+
+    monkeypatch.setattr(packing, "attention", across)
+    assert not packing.packing_works(model)
+    assert "packed_prompts" not in CausalLMBackend(model, tok, name="t").info.extra
+
+    def failing(*args, **kwargs):
+        raise NotImplementedError
+
+    monkeypatch.setattr(packing, "attention", failing)
+    assert not packing.packing_works(model)
+    assert model.config._attn_implementation != packing.ATTENTION  # put back after a failed pass
+
+
+def test_prompts_pack_only_on_a_cpu(tiny_llama, monkeypatch):
+    model, tok = load(tiny_llama)
+    assert CausalLMBackend(model, tok, name="t", pack_prompts=False).packing is False
+    backend = CausalLMBackend(model, tok, name="t")
+    assert backend.packing is True and backend.device.type == "cpu"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_steady_heap_keeps_large_blocks_in_the_heap():
+    """After steady_heap, a 16 MB block comes from the heap (reused by the next pass) instead of a
+    mapping of its own; by default glibc maps it."""
+    script = textwrap.dedent("""
+        import ctypes, sys
+        from nli_eval.backends.base import steady_heap
+
+        class Info(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in
+                        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "mallinfo2"):
+            print("skip"); sys.exit()
+        libc.mallinfo2.restype = Info
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        if sys.argv[1] == "steady":
+            assert steady_heap()
+        before = libc.mallinfo2().hblkhd
+        block = libc.malloc(16 << 20)
+        mapped = libc.mallinfo2().hblkhd - before
+        libc.free(block)
+        print(mapped >= 16 << 20)
+    """)
+    out = {mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+           .stdout.strip() for mode in ("default", "steady")}
+    if "skip" in out.values():
+        pytest.skip("this C library has no mallinfo2")
+    assert out == {"default": "True", "steady": "False"}
+
+
+def test_the_command_line_steadies_the_heap_and_a_library_run_does_not(tiny_llama, anli_hub, tmp_path, monkeypatch):
+    from nli_eval.backends import base
+    from nli_eval.backends.loader import BackendOptions
+    from nli_eval.runner import RunConfig, Runner
+
+    import gc
+
+    calls = []
+    monkeypatch.setattr(base, "steady_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # the command line's collector policy: not for this process
+    for owns in (False, True):
+        cfg = RunConfig(models=(str(tiny_llama),), tasks=("anli_r1",), split="dev", data_dir=str(anli_hub), limit=3,
+                        output_dir=str(tmp_path / str(owns)), progress=False, backend=BackendOptions(batch_size=4))
+        Runner(cfg, owns_process=owns).run()
+        assert len(calls) == int(owns)
