@@ -162,6 +162,41 @@ def zero_shot(args, harness_py: str, model: Path, data_file: Path, data_dir: Pat
     return checks
 
 
+def growth(args, model: Path, work: Path) -> list[Check]:
+    """Time and peak memory of nli-eval on N and 10 N examples, zero-shot.
+
+    The two sizes run `--scale-repeats` times each, alternating. A process's peak memory varies from
+    run to run by where the heap happens to place a pass's activations (about 1-2% here), more than
+    the extra examples themselves hold, so one pair of runs cannot tell "no more memory" from noise:
+    the check asks that the median 10 N run peak no higher than the highest N run, and prints the
+    ratio of the medians beside it."""
+    small, large = args.scale_n, 10 * args.scale_n
+    for n in (small, large):
+        slice_anli(args.anli, n, work / f"scale_{n}")
+    runs: dict[int, list[ToolRun]] = {small: [], large: []}
+    for r in range(args.scale_repeats):
+        for n in (small, large):
+            scale_work = work / f"scale_{n}"
+            run = run_nli_eval(args.python, model, scale_work / "data", scale_work, 0, args.batch_size, f"scale{n}r{r}")
+            if len(run.predictions) < n:
+                raise SystemExit(f"--anli has only {len(run.predictions)} rows; the growth check needs {large}")
+            runs[n].append(run)
+            print(f"growth run {r + 1}: {n} examples, scoring {run.scoring_seconds:.1f} s, whole process "
+                  f"{run.process.wall:.1f} s, peak RSS {run.process.peak_rss_mb:.1f} MB", flush=True)
+    scoring = {n: median(run.scoring_seconds for run in rs) for n, rs in runs.items()}
+    peaks = {n: sorted(run.process.peak_rss_mb for run in rs) for n, rs in runs.items()}
+    tokens = runs[large][0].tokens / runs[small][0].tokens
+    print(f"growth: {small} -> {large} examples (0-shot nli-eval, medians of {args.scale_repeats} runs): scoring "
+          f"{scoring[small]:.1f}s -> {scoring[large]:.1f}s ({scoring[large] / scoring[small]:.2f}x; tokens "
+          f"{tokens:.2f}x); peak RSS {median(peaks[small]):.1f} -> {median(peaks[large]):.1f} MB "
+          f"({median(peaks[large]) / median(peaks[small]):.4f}x); peak RSS of each run: "
+          f"{small}: {', '.join(f'{p:.1f}' for p in peaks[small])}; {large}: {', '.join(f'{p:.1f}' for p in peaks[large])}",
+          flush=True)
+    return [Check(f"scoring time for 10x the examples ({small} -> {large})", scoring[large] / scoring[small], 10.5),
+            Check(f"peak RSS for 10x the examples, median {large}-example run / highest {small}-example run",
+                  median(peaks[large]) / peaks[small][-1], 1.0)]
+
+
 def spread(runs: list[ToolRun]) -> str:
     walls = sorted(run.process.wall for run in runs)
     return f"{walls[0]:.1f}-{walls[-1]:.1f}"
@@ -171,12 +206,14 @@ def main() -> int:
     ap = common_arguments(__doc__.splitlines()[0], 200)
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--scale-n", type=int, default=100, help="the growth check runs N and 10 N examples")
+    ap.add_argument("--scale-repeats", type=int, default=3,
+                    help="runs of each size in the growth check, alternating (default: 3)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="zero-shot runs of each tool, alternating; the ratios use the medians (default: 3)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: zero, fewshot, fixed-harness, scale")
     args = ap.parse_args()
-    if args.repeats < 1:
-        ap.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.scale_repeats < 1:
+        ap.error("--repeats and --scale-repeats must be at least 1")
     skip = set(filter(None, args.skip.split(",")))
     harness_py = harness_python(args.lm_eval)
     model = args.model.expanduser()
@@ -223,24 +260,7 @@ def main() -> int:
                                     sum(a != b for a, b in zip(hf.predictions, f5.predictions)), 0, ""))
 
         if "scale" not in skip:
-            small, large = args.scale_n, 10 * args.scale_n
-            runs = {}
-            for n in (small, large):
-                scale_work = work / f"scale_{n}"
-                slice_anli(args.anli, n, scale_work)
-                runs[n] = run_nli_eval(args.python, model, scale_work / "data", scale_work, 0, args.batch_size,
-                                       f"scale{n}")
-            a, b = runs[small], runs[large]
-            if len(b.predictions) < large:
-                raise SystemExit(f"--anli has only {len(b.predictions)} rows; the growth check needs {large}")
-            print(f"growth: {small} -> {large} examples (0-shot nli-eval): scoring {a.scoring_seconds:.1f}s -> "
-                  f"{b.scoring_seconds:.1f}s ({b.scoring_seconds / a.scoring_seconds:.2f}x; tokens "
-                  f"{b.tokens / a.tokens:.2f}x); whole process {a.process.wall:.1f}s -> {b.process.wall:.1f}s; "
-                  f"peak RSS {a.process.peak_rss_mb:.1f} -> {b.process.peak_rss_mb:.1f} MB", flush=True)
-            checks += [Check(f"scoring time for 10x the examples ({small} -> {large})",
-                             b.scoring_seconds / a.scoring_seconds, 10.5),
-                       Check(f"peak RSS for 10x the examples ({small} -> {large})",
-                             b.process.peak_rss_mb / a.process.peak_rss_mb, 1.0)]
+            checks += growth(args, model, work)
     print()
     print("\n".join(lines))
     print()

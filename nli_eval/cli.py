@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--device-map", help="'auto' spreads a large model over the visible GPUs")
-    run.add_argument("--batch-size", type=_batch, default="auto", help="prompts per forward pass, or auto")
+    run.add_argument("--batch-size", type=_batch, default="auto",
+                     help="prompts per forward pass, or auto; on a CPU prompts are packed end to end, "
+                          "as many tokens a pass as N prompts of the median length")
     run.add_argument("--max-length", type=int, help="override the model's context length")
     run.add_argument("--revision", help="model revision (branch, tag or commit) on the Hub")
     run.add_argument("--gguf-file", help="load this GGUF file of the model (needs the gguf package)")

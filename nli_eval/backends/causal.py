@@ -20,7 +20,7 @@ from ..labels import Label
 from ..types import Prompt
 from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
-from .packing import LOGIT_ROWS, TAIL_ROUND, capacity, packed, packing_works, plan, round_up
+from .packing import HALVING_STEP, LOGIT_ROWS, capacity, packed, packing_works, plan, round_up
 from .prefix_cache import batch_cache
 
 
@@ -242,23 +242,23 @@ class CausalLMBackend:
         lengths = {i: len(encoded[i].context) for i in idx}
         longest = max(lengths.values())
         size = self.batch_size if isinstance(self.batch_size, int) else None
-        tokens = max(self._pass_tokens or capacity(size, list(lengths.values())), round_up(longest, TAIL_ROUND))
-        # The token buffers are made once and refilled: a pass allocates what the model does, no more.
-        ids = torch.zeros((1, tokens), dtype=torch.long)
-        positions = torch.zeros((1, tokens), dtype=torch.long)
+        tokens = max(self._pass_tokens or capacity(size, list(lengths.values())), round_up(longest, HALVING_STEP))
         todo = list(idx)
         while todo:
+            # The token buffers are made once a plan and refilled: a pass allocates what the model does.
+            ids = torch.zeros((1, tokens), dtype=torch.long)
+            positions = torch.zeros((1, tokens), dtype=torch.long)
             passes = [[todo[m] for m in members] for members in plan([lengths[i] for i in todo], tokens)]
-            for n, batch_idx in enumerate(passes):
+            for batch_idx in passes:
                 used = sum(lengths[i] for i in batch_idx)
-                # Every pass has the full width but the last, which is cut to what it holds.
-                width = tokens if n < len(passes) - 1 else min(tokens, round_up(used, TAIL_ROUND))
                 try:
-                    scores = self._score_pass([encoded[i] for i in batch_idx], ids, positions, width)
+                    # The last pass too runs at the full width: a narrower one compiles new kernels and
+                    # lays its activations out anew, which raised a run's peak memory by about 1%.
+                    scores = self._score_pass([encoded[i] for i in batch_idx], ids, positions)
                 except (RuntimeError, MemoryError) as exc:
                     if not is_out_of_memory(exc):
                         raise
-                    smaller = round_up(tokens // 2, TAIL_ROUND)
+                    smaller = round_up(tokens // 2, HALVING_STEP)
                     if smaller < longest or smaller >= tokens:
                         raise ModelError(f"model {self.info.model} runs out of memory on a pass of {tokens} tokens "
                                          f"holding a prompt of {longest}; finished examples are cached; try a "
@@ -274,8 +274,9 @@ class CausalLMBackend:
                     on_batch([prompts[i] for i in batch_idx], scores)
                 return_freed_memory()
 
-    def _score_pass(self, batch: list[Encoded], ids: Any, positions: Any, width: int) -> list[dict[Label, float]]:
-        """One packed pass: the prompts of `batch` laid end to end in the first `width` columns."""
+    def _score_pass(self, batch: list[Encoded], ids: Any, positions: Any) -> list[dict[Label, float]]:
+        """One packed pass: the prompts of `batch` laid end to end in the row `ids` (positions restarting
+        at 0 for each), and padding after them."""
         torch = self.torch
         flat_ids, flat_positions, bounds = array("i"), array("i"), [0]
         for e in batch:
@@ -285,13 +286,13 @@ class CausalLMBackend:
         used = bounds[-1]
         ids[0, :used] = torch.frombuffer(flat_ids, dtype=torch.int32)
         positions[0, :used] = torch.frombuffer(flat_positions, dtype=torch.int32)
-        ids[0, used:width] = 0
-        positions[0, used:width] = 0
+        ids[0, used:] = 0
+        positions[0, used:] = 0
         ends = [end - 1 for end in bounds[1:]]
         keep = torch.tensor([ends + ends[:1] * (round_up(len(ends), LOGIT_ROWS) - len(ends))])
         first = torch.tensor([[toks[0] for toks in e.options.values()] for e in batch])
         with torch.inference_mode(), packed(self.model, bounds):
-            out = self._forward(ids[:, :width], keep, position_ids=positions[:, :width], use_cache=False)
+            out = self._forward(ids, keep, position_ids=positions, use_cache=False)
             logp = torch.log_softmax(out.logits[0].float(), dim=-1)
             picked = logp[: len(batch)].gather(1, first).tolist()
         return [dict(zip(e.options, row)) for e, row in zip(batch, picked)]

@@ -3,8 +3,8 @@
 Padded batches give every pass another shape: each new shape compiles new kernels, and its
 activations have new sizes that the heap's holes from earlier passes do not fit, so a long run's
 memory creeps up with its number of passes. A packed pass holds several prompts in one row of
-`capacity` tokens, so every full pass of a run has the same shapes and the same allocations, and
-runs no padding (only a group's last pass is shorter, rounded up to `TAIL_ROUND` tokens).
+`capacity` tokens, so every pass of a run has the same shapes and the same allocations, and runs
+padding only after the prompts that do not fill a pass (mostly the last).
 
 Each prompt restarts its positions at 0, and attention runs prompt by prompt (causal within a
 prompt, nothing across prompts), so every prompt scores as it would alone. A model takes packed
@@ -23,8 +23,8 @@ ATTENTION = "nli_eval_packed"
 # A pass holds a whole number of the fused MLP's 1,024-position chunks (cpu_linear.MLP_CHUNK), so
 # every chunk of a full pass has one shape.
 ROUND = 1024
-# A group's last pass holds what is left, rounded up to this many tokens.
-TAIL_ROUND = 128
+# Running out of memory halves a pass's tokens, to a multiple of this.
+HALVING_STEP = 128
 # Tokens a pass holds when the batch size is "auto": past a couple of thousand tokens a pass a CPU
 # multiplies no faster, and memory grows with the pass.
 AUTO_TOKENS = 2048
@@ -75,7 +75,7 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
 
     query [1, heads, tokens, dim], key and value [1, kv heads, tokens, dim]; returns [1, tokens, heads,
     dim] as the model's own attention functions do. Positions past the last segment (the padding of a
-    short last pass) attend to nothing and come out as zeros.
+    pass the prompts do not fill) attend to nothing and come out as zeros.
     """
     import torch
     import torch.nn.functional as F
