@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
 
 from .errors import ConfigError
 from .labels import Label, LabelSpace
@@ -89,8 +91,13 @@ class PromptBuilder:
     template: Template
     space: LabelSpace
 
-    def options(self) -> dict[Label, str]:
-        return self.template.continuations()
+    def options(self) -> Mapping[Label, str]:
+        return self._options
+
+    @functools.cached_property
+    def _options(self) -> Mapping[Label, str]:
+        # One read-only mapping for every prompt of the builder, not a dict of its own per prompt.
+        return MappingProxyType(self.template.continuations())
 
     def render(self, example: NLIExample, shots: Sequence[NLIExample] = (), premise: str | None = None,
                truncated: bool = False) -> Prompt:

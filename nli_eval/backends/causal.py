@@ -86,6 +86,7 @@ class CausalLMBackend:
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, str, tuple[str, ...]], Encoded] = {}
+        self._options: dict[tuple, Mapping[Label, tuple[int, ...]]] = {}  # label word ids, shared by prompts
         self._cache_arg = cache_argument(model)
         extra = {"add_bos": str(self.bos is not None)}
         attention = getattr(config, "_attn_implementation", None)
@@ -154,7 +155,8 @@ class CausalLMBackend:
                     opts[label] = cont_ids
                 ctx = array("i", [self.bos] if self.bos is not None else [])
                 ctx.extend(ctx_ids)
-                enc = Encoded(ctx, opts)
+                # Label words mostly encode alike after every prompt: equal ones share one mapping.
+                enc = Encoded(ctx, self._options.setdefault(tuple(opts.items()), opts))
                 if len(self._encoded) < 100_000:
                     self._encoded[(p.prefix, p.query, tuple(p.options.values()))] = enc
                 out[i] = enc
@@ -182,6 +184,7 @@ class CausalLMBackend:
         # Encodings are kept from `fits` to here; once scored they are not needed again, and the
         # runner's next chunk of prompts brings its own.
         self._encoded.clear()
+        self._options.clear()
         return results  # type: ignore[return-value]
 
     def _shared_length(self, group: list[Encoded]) -> int:
@@ -464,6 +467,7 @@ class CausalLMBackend:
     def close(self) -> None:
         self.model = None
         self._encoded.clear()
+        self._options.clear()
         release_memory(self.device)
 
 
