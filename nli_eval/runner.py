@@ -273,6 +273,10 @@ class Runner:
         started = time.perf_counter()
         key = self.cache_key(fp, prep, k)
         cached = self.cache.load(key)
+        # Every process must shard the same list of examples left to score: none starts writing this
+        # key's journal until all have read it (a fast rank's first batches made a slow rank's list
+        # shorter, and examples between the two shardings were scored by no one).
+        self.ranks.barrier()
         wanted = {ex.id for ex in prep.examples}
         done = {i: s for i, s in cached.items() if i in wanted}
         todo = [ex for ex in prep.examples if ex.id not in done]

@@ -342,3 +342,34 @@ def test_light_imports():
     subprocess.run([sys.executable, "-c", code], check=True)
     help_run = subprocess.run([sys.executable, "-m", "nli_eval", "--help"], capture_output=True, text=True)
     assert help_run.returncode == 0 and "run" in help_run.stdout
+
+
+def test_every_process_reads_the_cache_before_any_writes_to_it(tiny_llama, anli_hub, tmp_path, monkeypatch):
+    """Processes of one run shard the examples left to score; they agree on that list only if none has
+    journaled a batch of the task before every process has read the cache."""
+    from nli_eval.cache import ScoreCache
+    from nli_eval.dist import Ranks
+
+    events = []
+
+    class TwoRanks(Ranks):  # the first of two processes, here scoring the other's share too
+        def barrier(self):
+            events.append("barrier")
+
+        def shard(self, n):
+            return 0, n
+
+        def gather(self, obj):
+            return [obj]
+
+    load, append = ScoreCache.load, ScoreCache.append
+    monkeypatch.setattr(ScoreCache, "load", lambda self, key: events.append(f"load {key.shots}") or load(self, key))
+    monkeypatch.setattr(ScoreCache, "append",
+                        lambda self, key, *a: events.append(f"append {key.shots}") or append(self, key, *a))
+    cfg = RunConfig(models=(str(tiny_llama),), tasks=("anli_r1",), split="dev", data_dir=str(anli_hub), limit=6,
+                    shots=(0, 1), output_dir=str(tmp_path), progress=False, backend=BackendOptions(batch_size=2))
+    Runner(cfg, ranks=TwoRanks(rank=0, world=2)).run()
+    for shots in (0, 1):
+        first_write = events.index(f"append {shots}")
+        read = events.index(f"load {shots}")
+        assert read < first_write and "barrier" in events[read:first_write], events
