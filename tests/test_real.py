@@ -41,3 +41,31 @@ def test_real_model_zero_and_few_shot(tmp_path):
     assert m.params_total and 100e6 < m.params_total < 200e6
     assert [r.n for r in m.results] == [24, 24]
     assert all(0.0 <= r.accuracy <= 1.0 and r.truncated == 0 for r in m.results)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b"])
+def test_real_models_score_packed_prompts_as_padded_batches(name):
+    """On real checkpoints (Llama-, Gemma-3- and Qwen2-shaped) the probe lets prompts pack, and packed
+    passes give the padded batches' answers and scores."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nli_eval.backends.causal import CausalLMBackend
+    from nli_eval.prompts import PromptBuilder
+    from nli_eval.templates import BUILTIN_TEMPLATES
+
+    data = real_data()
+    path = real_model(name)
+    task = builtin_catalog().get("anli_r1")
+    examples = load_split(task, "dev", data).examples[:24]
+    builder = PromptBuilder(BUILTIN_TEMPLATES["harness"], task.label_space)
+    prompts = [builder.render(e, ()) for e in examples]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    packed = CausalLMBackend(model, tok, name=name, batch_size=8)
+    assert packed.info.extra.get("packed_prompts") == "true"
+    got = packed.score(prompts)
+    want = CausalLMBackend(model, tok, name=name, batch_size=8, pack_prompts=False).score(prompts)
+    for g, w in zip(got, want):
+        assert max(g, key=g.get) == max(w, key=w.get)
+        assert all(abs(g[label] - w[label]) < 1e-3 for label in w)
