@@ -102,6 +102,27 @@ def test_every_pass_has_one_shape(tiny_llama):
     assert sum(lengths) <= len(shapes) * full < sum(lengths) + 2 * full  # at most one pass's worth of padding, about
 
 
+def test_a_pass_the_prompts_fill_less_runs_on_whole_blocks_with_the_same_scores(tiny_llama):
+    """Full passes share one width; a part-filled last pass is cut to whole 1,024-token blocks."""
+    model, tok = load(tiny_llama)
+    prompts = zero_shot(260)
+    backend = CausalLMBackend(model, tok, name="t", batch_size=64, cpu_kernels=False)
+    lengths = [len(e.context) for e in backend.encode(prompts)]
+    full = packing.capacity(64, lengths)
+    # The fewest prompts whose last pass holds at most one block less than a full one.
+    n = next(n for n in range(len(prompts), 0, -1)
+             if sum(lengths[i] for i in packing.plan(lengths[:n], full)[-1]) <= full - packing.ROUND)
+    prompts, lengths = prompts[:n], lengths[:n]
+    last = sum(lengths[i] for i in packing.plan(lengths, full)[-1])
+    shapes = recorded_passes(model)
+    got = backend.score(prompts)
+    assert full >= 2 * packing.ROUND and len(shapes) > 1
+    assert set(shapes[:-1]) == {(1, full)} and shapes[-1] == (1, packing.round_up(last, packing.ROUND))
+    want = CausalLMBackend(model, tok, name="t", batch_size=64, pack_prompts=False, cpu_kernels=False).score(prompts)
+    for g, w in zip(got, want):
+        assert all(g[label] == pytest.approx(w[label], abs=2e-4) for label in w)
+
+
 def test_prompts_with_several_token_label_words_keep_padded_batches(tiny_llama):
     from test_fastpaths import MULTI
 

@@ -3,8 +3,9 @@
 Padded batches give every pass another shape: each new shape compiles new kernels, and its
 activations have new sizes that the heap's holes from earlier passes do not fit, so a long run's
 memory creeps up with its number of passes. A packed pass holds several prompts in one row of
-`capacity` tokens, so every pass of a run has the same shapes and the same allocations, and runs
-padding only after the prompts that do not fill a pass (mostly the last).
+`capacity` tokens, so every full pass of a run has the same shapes and the same allocations, and runs
+padding only after the prompts that do not fill a pass. A pass they fill less than that (mostly the
+last) runs on whole ROUND-token blocks, whose MLP chunks have the full passes' shape.
 
 Each prompt restarts its positions at 0, and attention runs prompt by prompt (causal within a
 prompt, nothing across prompts), so every prompt scores as it would alone. A model takes packed
