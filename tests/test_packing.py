@@ -109,7 +109,7 @@ def test_a_pass_the_prompts_fill_less_runs_on_whole_blocks_with_the_same_scores(
     backend = CausalLMBackend(model, tok, name="t", batch_size=64, cpu_kernels=False)
     lengths = [len(e.context) for e in backend.encode(prompts)]
     full = packing.capacity(64, lengths)
-    # The fewest prompts whose last pass holds at most one block less than a full one.
+    # The most prompts whose last pass leaves at least one whole block of the full width empty.
     n = next(n for n in range(len(prompts), 0, -1)
              if sum(lengths[i] for i in packing.plan(lengths[:n], full)[-1]) <= full - packing.ROUND)
     prompts, lengths = prompts[:n], lengths[:n]

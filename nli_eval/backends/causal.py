@@ -20,7 +20,7 @@ from ..labels import Label
 from ..types import Prompt
 from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
-from .packing import HALVING_STEP, LOGIT_ROWS, ROUND, capacity, packed, packing_works, plan, round_up
+from .packing import HALVING_STEP, LOGIT_ROWS, capacity, packed, packing_works, pass_width, plan, round_up
 from .prefix_cache import batch_cache
 
 
@@ -254,12 +254,9 @@ class CausalLMBackend:
             passes = [[todo[m] for m in members] for members in plan([lengths[i] for i in todo], tokens)]
             for batch_idx in passes:
                 used = sum(lengths[i] for i in batch_idx)
-                # A pass the prompts fill less than the full width (mostly the last) runs on whole
-                # 1,024-token blocks only: its MLP chunks have the full passes' shape, and a 200-example
-                # run computes 4% fewer positions than at the full width.
-                width = min(tokens, round_up(used, ROUND))
+                cut = pass_width(used, tokens)  # 4% fewer positions over 200 ANLI prompts than at the full width
                 try:
-                    scores = self._score_pass([encoded[i] for i in batch_idx], ids[:, :width], positions[:, :width])
+                    scores = self._score_pass([encoded[i] for i in batch_idx], ids[:, :cut], positions[:, :cut])
                 except (RuntimeError, MemoryError) as exc:
                     if not is_out_of_memory(exc):
                         raise

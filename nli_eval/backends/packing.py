@@ -48,6 +48,12 @@ def capacity(batch_size: int | None, lengths: Sequence[int]) -> int:
     return round_up(max(wanted, ordered[-1], 1), ROUND)
 
 
+def pass_width(used: int, capacity: int) -> int:
+    """Tokens a pass of `used` prompt tokens runs: whole ROUND-token blocks, at most `capacity`, so a
+    part-filled pass (mostly the last) computes little padding and its MLP chunks keep the full shape."""
+    return min(capacity, round_up(used, ROUND))
+
+
 def plan(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Indices of `lengths` grouped into passes of at most `capacity` tokens, longest first.
 
