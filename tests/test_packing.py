@@ -87,7 +87,70 @@ def test_packed_passes_score_as_each_prompt_alone(shape, batch_size, request):
         assert got.keys() == want.keys()
         for label in want:
             assert got[label] == pytest.approx(want[label], abs=2e-4)
-    assert backend.tokens_run == sum(len(e.context) for e in backend.encode(prompts))
+    contexts = [e.context for e in backend.encode(prompts)]
+    assert backend.tokens_run == sum(u.length for u in packing.units(contexts, 10**6))
+
+
+def premise_sharing(n_premises=5, per_premise=4):
+    """Prompts of several hypotheses for each premise (as in SNLI and ANLI), shuffled."""
+    from nli_eval.types import NLIExample
+
+    rows = examples(n_premises * per_premise)
+    shared = [NLIExample(f"{e.id}-{k}", rows[i // per_premise].premise, e.hypothesis, e.label)
+              for i, e in enumerate(rows) for k in (0,)]
+    random.Random(1).shuffle(shared)
+    builder = PromptBuilder(SINGLE, LabelSpace.THREE_WAY)
+    return [builder.render(e, ()) for e in shared]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_units_share_only_what_their_prompts_start_with(seed):
+    rng = random.Random(seed)
+    heads = [[rng.randint(0, 9) for _ in range(rng.randint(0, 40))] for _ in range(rng.randint(1, 8))]
+    contexts = [rng.choice(heads) + [rng.randint(0, 9) for _ in range(rng.randint(1, 30))]
+                for _ in range(rng.randint(1, 60))]
+    cap = rng.choice([32, 64, 256])
+    found = packing.units(contexts, cap)
+    assert sorted(i for u in found for i in u.members) == list(range(len(contexts)))
+    for u in found:
+        assert u.length == u.shared + sum(len(contexts[i]) - u.shared for i in u.members)
+        assert u.length <= cap or len(u.members) == 1
+        if len(u.members) == 1:
+            assert u.shared == 0
+            continue
+        assert u.shared >= packing.MIN_SHARED
+        head = contexts[u.members[0]][:u.shared]
+        # every member starts with the shared tokens and keeps at least one of its own to score
+        assert all(contexts[i][:u.shared] == head and len(contexts[i]) > u.shared for i in u.members)
+    assert sum(u.length for u in found) <= sum(map(len, contexts))
+
+
+def test_prompts_alike_share_a_unit_and_unlike_ones_do_not():
+    premise = list(range(100, 140))
+    contexts = [premise + [1, 2], premise + [3], [5] * 30, premise + [4, 4, 4], premise[:5] + [9] * 20]
+    found = sorted(packing.units(contexts, 1024), key=lambda u: u.members)
+    assert [(sorted(u.members), u.shared) for u in found] == [([0, 1, 3], 40), ([2], 0), ([4], 0)]
+    assert found[0].length == 40 + 2 + 1 + 3
+    # Too big for one pass: split, each part with the shared start again.
+    parts = packing.units([premise + [k] * 10 for k in range(6)], 65)
+    assert sorted(len(u.members) for u in parts) == [2, 2, 2] and all(u.shared == 40 for u in parts)
+
+
+@pytest.mark.parametrize("shape", ["tiny_llama", "tiny_gemma"])
+@pytest.mark.parametrize("batch_size", [1, 4, 16])
+def test_prompts_sharing_a_premise_run_it_once_and_score_as_alone(shape, batch_size, request):
+    """Gemma's 16-token sliding window is shorter than the prompts: it applies across the shared start."""
+    model, tok = load(request.getfixturevalue(shape))
+    prompts = premise_sharing()
+    reference = [naive(model, CausalLMBackend(model, tok, name="t", cpu_kernels=False), p) for p in prompts]
+    backend = CausalLMBackend(model, tok, name="t", batch_size=batch_size)
+    contexts = [e.context for e in backend.encode(prompts)]
+    scores = backend.score(prompts)
+    for got, want in zip(scores, reference):
+        assert got.keys() == want.keys()
+        assert all(got[label] == pytest.approx(want[label], abs=2e-4) for label in want)
+    # Each premise ran about once: far fewer tokens than the prompts hold.
+    assert backend.tokens_run < 0.7 * sum(map(len, contexts))
 
 
 def test_every_pass_has_one_shape(tiny_llama):
@@ -102,22 +165,26 @@ def test_every_pass_has_one_shape(tiny_llama):
     assert sum(lengths) <= len(shapes) * full < sum(lengths) + 2 * full  # at most one pass's worth of padding, about
 
 
-def test_a_pass_the_prompts_fill_less_runs_on_whole_blocks_with_the_same_scores(tiny_llama):
-    """Full passes share one width; a part-filled last pass is cut to whole 1,024-token blocks."""
+def test_a_pass_the_prompts_fill_less_runs_little_wider_than_them_with_the_same_scores(tiny_llama):
+    """Full passes share one width; a part-filled last pass is cut to its prompts' tokens, rounded up
+    to PART_STEP."""
     model, tok = load(tiny_llama)
     prompts = zero_shot(260)
     backend = CausalLMBackend(model, tok, name="t", batch_size=64, cpu_kernels=False)
-    lengths = [len(e.context) for e in backend.encode(prompts)]
-    full = packing.capacity(64, lengths)
+    contexts = [e.context for e in backend.encode(prompts)]
+    full = packing.capacity(64, [len(c) for c in contexts])
+
+    def last_pass(n):  # the tokens of the plan's last pass over the first n prompts
+        found = packing.units(contexts[:n], full)
+        return sum(found[m].length for m in packing.plan([u.length for u in found], full)[-1])
+
     # The most prompts whose last pass leaves at least one whole block of the full width empty.
-    n = next(n for n in range(len(prompts), 0, -1)
-             if sum(lengths[i] for i in packing.plan(lengths[:n], full)[-1]) <= full - packing.ROUND)
-    prompts, lengths = prompts[:n], lengths[:n]
-    last = sum(lengths[i] for i in packing.plan(lengths, full)[-1])
+    n = next(n for n in range(len(prompts), 0, -1) if last_pass(n) <= full - packing.ROUND)
+    prompts, last = prompts[:n], last_pass(n)
     shapes = recorded_passes(model)
     got = backend.score(prompts)
     assert full >= 2 * packing.ROUND and len(shapes) > 1
-    assert set(shapes[:-1]) == {(1, full)} and shapes[-1] == (1, packing.round_up(last, packing.ROUND))
+    assert set(shapes[:-1]) == {(1, full)} and shapes[-1] == (1, packing.round_up(last, packing.PART_STEP))
     want = CausalLMBackend(model, tok, name="t", batch_size=64, pack_prompts=False, cpu_kernels=False).score(prompts)
     for g, w in zip(got, want):
         assert all(g[label] == pytest.approx(w[label], abs=2e-4) for label in w)
@@ -175,6 +242,7 @@ def test_the_probe_turns_packing_off_when_prompts_would_see_each_other(tiny_llam
 
     model, tok = load(tiny_llama)
     assert packing.packing_works(model)
+    original = packing.attention
 
     def across(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
@@ -189,6 +257,17 @@ def test_the_probe_turns_packing_off_when_prompts_would_see_each_other(tiny_llam
         raise NotImplementedError
 
     monkeypatch.setattr(packing, "attention", failing)
+    assert not packing.packing_works(model)
+
+    def without_shared_start(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        segments = packing._segments
+        packing._segments = [(start, end, 0, 0) for start, end, _, _ in segments]
+        try:
+            return original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        finally:
+            packing._segments = segments
+
+    monkeypatch.setattr(packing, "attention", without_shared_start)
     assert not packing.packing_works(model)
     assert model.config._attn_implementation != packing.ATTENTION  # put back after a failed pass
 
