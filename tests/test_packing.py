@@ -96,8 +96,7 @@ def premise_sharing(n_premises=5, per_premise=4):
     from nli_eval.types import NLIExample
 
     rows = examples(n_premises * per_premise)
-    shared = [NLIExample(f"{e.id}-{k}", rows[i // per_premise].premise, e.hypothesis, e.label)
-              for i, e in enumerate(rows) for k in (0,)]
+    shared = [NLIExample(e.id, rows[i // per_premise].premise, e.hypothesis, e.label) for i, e in enumerate(rows)]
     random.Random(1).shuffle(shared)
     builder = PromptBuilder(SINGLE, LabelSpace.THREE_WAY)
     return [builder.render(e, ()) for e in shared]

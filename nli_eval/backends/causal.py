@@ -20,8 +20,8 @@ from ..labels import Label
 from ..types import Prompt
 from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
-from .packing import (HALVING_STEP, LOGIT_ROWS, Unit, capacity, packed, packing_works, pass_width, plan, round_up,
-                      units)
+from .packing import (HALVING_STEP, LOGIT_ROWS, Unit, capacity, common_start, packed, packing_works, pass_width, plan,
+                      round_up, units)
 from .prefix_cache import batch_cache
 
 
@@ -193,11 +193,7 @@ class CausalLMBackend:
         first = group[0].context
         n = min(len(e.context) for e in group) - 1
         for e in group[1:]:
-            ctx = e.context
-            k = 0
-            while k < n and ctx[k] == first[k]:
-                k += 1
-            n = k
+            n = common_start(first, e.context, n)
         return n if n >= 8 else 0
 
     def _score_group(self, prompts: Sequence[Prompt], encoded: list[Encoded], idx: list[int], shared: int,

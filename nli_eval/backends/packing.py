@@ -13,14 +13,15 @@ prompt, nothing across prompts), so every prompt scores as it would alone. Promp
 the same tokens (a premise with several hypotheses, as in SNLI and ANLI; the same first shots) are
 laid out as that shared start once, then the rest of each: a rest's positions go on from the shared
 start's, and it attends to the shared start as well as to itself, so it still scores as its whole
-prompt alone, without running the shared tokens again. A model takes packed
-passes only where a probe at load shows exactly that (see `packing_works`); anything else, such as
-attention that does not go through transformers' attention interface, keeps padded batches.
+prompt alone, without running the shared tokens again. A model takes packed passes only where a
+probe at load shows exactly that (see `packing_works`); anything else, such as attention that does
+not go through transformers' attention interface, keeps padded batches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -74,9 +75,17 @@ def capacity(batch_size: int | None, lengths: Sequence[int]) -> int:
 def pass_width(used: int, capacity: int) -> int:
     """Tokens a pass of `used` prompt tokens runs: `capacity` when it is full, or nearly (every full pass
     keeps one shape); a pass that leaves at least a whole ROUND-token block empty (mostly the last) runs
-    little more than its prompts (200 ANLI prompts compute 3.5% fewer positions than on whole
+    little more than its prompts (200 ANLI prompts compute 22,976 positions instead of 23,552 on whole
     1,024-token blocks)."""
     return capacity if used > capacity - ROUND else round_up(used, PART_STEP)
+
+
+def common_start(a: Sequence[int], b: Sequence[int], most: int) -> int:
+    """How many tokens `a` and `b` start with alike, up to `most`."""
+    n = 0
+    while n < most and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def units(contexts: Sequence[Sequence[int]], capacity: int) -> list[Unit]:
@@ -93,10 +102,7 @@ def units(contexts: Sequence[Sequence[int]], capacity: int) -> list[Unit]:
         ctx = contexts[i]
         if groups:
             members, shared = groups[-1]
-            first, most = contexts[members[0]], min(shared, len(ctx) - 1)
-            common = 0
-            while common < most and first[common] == ctx[common]:
-                common += 1
+            common = common_start(contexts[members[0]], ctx, min(shared, len(ctx) - 1))
             if common >= MIN_SHARED and len(members) * common >= (len(members) - 1) * shared:
                 members.append(i)
                 groups[-1] = (members, common)
@@ -105,16 +111,17 @@ def units(contexts: Sequence[Sequence[int]], capacity: int) -> list[Unit]:
     out: list[Unit] = []
     for members, shared in groups:
         chunk: list[int] = []
+        length = shared
         for i in members + [-1]:
-            length = shared + sum(len(contexts[m]) - shared for m in chunk)
             if i < 0 or (chunk and length + len(contexts[i]) - shared > capacity):
                 if len(chunk) == 1:
                     out.append(Unit((chunk[0],), 0, len(contexts[chunk[0]])))
                 elif chunk:
                     out.append(Unit(tuple(chunk), shared, length))
-                chunk = []
+                chunk, length = [], shared
             if i >= 0:
                 chunk.append(i)
+                length += len(contexts[i]) - shared
     return out
 
 
@@ -165,11 +172,7 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
             k = torch.cat([key[:, :, shared_start:shared_end], k], dim=2)
             v = torch.cat([value[:, :, shared_start:shared_end], v], dim=2)
         if shared or (sliding_window and end - start > sliding_window):
-            # Query i sits at position shared + i and sees the keys at or before it, and within a
-            # sliding window only the sliding_window - 1 before it (transformers' window).
-            gap = (torch.arange(shared, shared + end - start, device=query.device).unsqueeze(1)
-                   - torch.arange(shared + end - start, device=query.device).unsqueeze(0))
-            mask = (gap >= 0) & (gap < sliding_window) if sliding_window else gap >= 0
+            mask = _mask(shared, end - start, sliding_window or 0, query.device)
             done = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=grouped)
         else:
             done = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=grouped)
@@ -178,6 +181,18 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     if last < tokens:
         out[:, last:].zero_()
     return out, None
+
+
+@functools.lru_cache(maxsize=None)  # emptied when the pass ends (see `packed`)
+def _mask(shared: int, length: int, window: int, device: Any) -> Any:
+    """Which keys each of `length` queries sees: query i sits at position shared + i and sees the keys
+    at or before it, and within a sliding window (0: none) only the window - 1 before it
+    (transformers' window). Made once a pass, for its every layer and every prompt of that shape."""
+    import torch
+
+    gap = (torch.arange(shared, shared + length, device=device).unsqueeze(1)
+           - torch.arange(shared + length, device=device).unsqueeze(0))
+    return (gap >= 0) & (gap < window) if window else gap >= 0
 
 
 @contextlib.contextmanager
@@ -194,6 +209,7 @@ def packed(model: Any, segments: list[tuple[int, int, int, int]]) -> Iterator[No
     finally:
         config._attn_implementation = before
         _segments = []
+        _mask.cache_clear()
 
 
 def register() -> None:
