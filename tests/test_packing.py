@@ -117,7 +117,7 @@ def test_units_share_only_what_their_prompts_start_with(seed):
         if len(u.members) == 1:
             assert u.shared == 0
             continue
-        assert u.shared >= packing.MIN_SHARED
+        assert u.shared >= packing.MIN_SHARED_TOKENS
         head = contexts[u.members[0]][:u.shared]
         # every member starts with the shared tokens and keeps at least one of its own to score
         assert all(contexts[i][:u.shared] == head and len(contexts[i]) > u.shared for i in u.members)

@@ -44,7 +44,7 @@ LOGIT_ROWS = 32
 
 # Prompts share their first tokens only from this many on: a shorter shared start saves less than
 # the masked attention of its prompts costs.
-MIN_SHARED = 8
+MIN_SHARED_TOKENS = 8
 
 # The running pass's segments, in order: (start, end, shared start, shared end), where the last two
 # bound the tokens the segment continues from (equal when it is a whole prompt or a shared start).
@@ -92,7 +92,7 @@ def units(contexts: Sequence[Sequence[int]], capacity: int) -> list[Unit]:
     """The prompts `contexts` (token ids) grouped into units by the tokens they start with.
 
     Sorted, prompts with a common start sit next to each other. A prompt joins the unit before it when
-    they share at least MIN_SHARED tokens and the unit saves no fewer tokens for it (its shared start
+    they share at least MIN_SHARED_TOKENS and the unit saves no fewer tokens for it (its shared start
     may shorten to what the newcomer has in common); every member keeps at least one token of its
     own, where its score is read. A unit that would not fit in a pass is split into several.
     """
@@ -103,7 +103,7 @@ def units(contexts: Sequence[Sequence[int]], capacity: int) -> list[Unit]:
         if groups:
             members, shared = groups[-1]
             common = common_start(contexts[members[0]], ctx, min(shared, len(ctx) - 1))
-            if common >= MIN_SHARED and len(members) * common >= (len(members) - 1) * shared:
+            if common >= MIN_SHARED_TOKENS and len(members) * common >= (len(members) - 1) * shared:
                 members.append(i)
                 groups[-1] = (members, common)
                 continue
