@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1234)
     run.add_argument("--limit", type=int, help="evaluate a seeded, label-stratified sample of N examples")
     run.add_argument("--backend", default="auto", choices=("auto", "causal", "classifier", "seq2seq"))
+    run.add_argument("--via-transformers", action="store_true",
+                     help="run a Llama or Qwen2 checkpoint through transformers even in float32 on a CPU, "
+                          "where nli-eval's own forward (the same scores, 2-3 s less start-up) is the default")
     run.add_argument("--label-map", help="classifier label names, e.g. LABEL_0=entailment,LABEL_1=neutral,...")
     run.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -215,7 +218,7 @@ def cmd_run(args: argparse.Namespace, owns_process: bool = False) -> int:
                          gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code,
                          allow_pickle=args.allow_pickle),
         backend=BackendOptions(kind=args.backend, batch_size=args.batch_size, max_length=args.max_length,
-                               label_map=label_map),
+                               label_map=label_map, native=not args.via_transformers),
         strict=args.strict, progress=False if args.no_progress else None,
     )
     return execute(config, report=not args.no_report, owns_process=owns_process)

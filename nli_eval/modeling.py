@@ -326,14 +326,17 @@ def loading_bars_off(gguf: bool = False) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def import_frameworks(freeze: bool = False) -> None:
-    """Import torch and transformers' loading classes with the collector paused (see `collector_paused`).
-    `freeze` applies only on the first import, before any model exists."""
+def import_frameworks(freeze: bool = False, transformers: bool = True) -> None:
+    """Import torch and (unless `transformers` is off) transformers' loading classes with the collector
+    paused (see `collector_paused`). `freeze` applies only to a call that imports one of them first,
+    before any model exists."""
     import sys
 
-    with collector_paused(freeze=freeze and "transformers" not in sys.modules):
+    first = "torch" not in sys.modules or transformers and "transformers" not in sys.modules
+    with collector_paused(freeze=freeze and first):
         import torch  # noqa: F401
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        if transformers:
+            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
 
 def load_config(ref: ModelRef, options: LoadOptions) -> Any:

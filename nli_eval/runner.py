@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import __version__, interrupts, notice
-from .backends.loader import BackendOptions, detect_kind, load_backend
+from .backends.loader import BackendOptions, detect_kind, load_backend, native_spec_for
 from .cache import CacheKey, ScoreCache
 from .data import LoadedSplit, load_split, stratified_sample
 from .dist import Ranks, detect
@@ -178,8 +178,12 @@ class Runner:
         fp = fingerprint(ref, cfg.load)
         # The kind comes from the config alone, so a fully cached run never loads weights.
         with collector_paused(), interrupts.held():  # a Ctrl-C here stops the run once the imports are done
-            import_frameworks(freeze=self.owns_process)
-            config = load_config(ref, cfg.load)  # imports transformers' configuration modules
+            # A checkpoint that nli-eval's own forward runs needs no transformers at all (native.py).
+            import_frameworks(freeze=self.owns_process, transformers=False)
+            native = native_spec_for(ref, cfg.load, cfg.backend, self._device_name(cfg.load.device))
+            if native is None:
+                import_frameworks(freeze=self.owns_process)
+            config = native if native is not None else load_config(ref, cfg.load)  # imports transformers' configs
         # Scores cached for the same weights under another dtype, context length, BOS rule or label map
         # are not reused: the cache goes by both.
         cached_as = f"{fp}-{self._scoring_digest}"
@@ -197,15 +201,21 @@ class Runner:
                 # scores (see `collector_paused`), and thaws them before dropping it for the next model.
                 # The frameworks' own bars follow the run's: none with --no-progress or off a terminal.
                 shown = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-                quiet = nullcontext() if shown else loading_bars_off(gguf_of(ref, cfg.load) is not None)
+                # The native forward loads without transformers, and so without its bars.
+                bars_off = not shown and native is None
+                quiet = loading_bars_off(gguf_of(ref, cfg.load) is not None) if bars_off else nullcontext()
                 with collector_paused(freeze=self.owns_process), quiet:
                     holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
-                                                                    config=config, kind=kind)
-                info = holder["backend"].info
-                holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length,
-                                 "details": dict(info.extra)}
-                if self.ranks.is_main:  # at once: a run stopped later still finds it
-                    self.cache.save_model_info(cached_as, holder["ran"])
+                                                                    config=config, kind=kind, quiet=not shown)
+                def record(info: Any) -> None:
+                    holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length,
+                                     "details": dict(info.extra)}
+                    if self.ranks.is_main:  # at once: a run stopped later still finds it
+                        self.cache.save_model_info(cached_as, holder["ran"])
+
+                record(holder["backend"].info)
+                if hasattr(holder["backend"], "on_new_info"):  # a native forward that gives way later
+                    holder["backend"].on_new_info = record
                 interrupts.check()
             return holder["backend"]
 
@@ -247,6 +257,10 @@ class Runner:
                 if len(parts) == len(agg.tasks):
                     out.append(aggregate(agg.name, parts))
         return out
+
+    def _device_name(self, asked: str) -> str:
+        """The device a model loads on: this process's rank's, else the one asked for ("auto" resolved)."""
+        return self.ranks.device or (asked if asked != "auto" else resolve_device(asked))
 
     @functools.cached_property  # the same for every model of a run; torch is imported by the first
     def _scoring_digest(self) -> str:

@@ -22,6 +22,11 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    return build_causal(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2")
+
+
+@pytest.fixture(scope="session")
 def tiny_gemma(tmp_path_factory) -> Path:
     return build_causal(tmp_path_factory.mktemp("tiny-gemma"), "gemma")
 

@@ -28,8 +28,9 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tokenizer(path: Path, pad: bool = True):
-    """A byte-level BPE tokenizer trained here on the project's own words, saved like a Hub one."""
+def build_tokenizer(path: Path, pad: bool = True, added: tuple[str, ...] = ()):
+    """A byte-level BPE tokenizer trained here on the project's own words, saved like a Hub one;
+    `added` strings become tokens of their own."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -39,6 +40,7 @@ def build_tokenizer(path: Path, pad: bool = True):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus(), trainer)
+    tok.add_tokens(list(added))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="</s>" if pad else None)
     fast.save_pretrained(path)
@@ -46,13 +48,13 @@ def build_tokenizer(path: Path, pad: bool = True):
 
 
 def build_causal(path: Path, shape: str = "llama", seed: int = 0, max_positions: int = 512,
-                 pad: bool = True) -> Path:
-    """A tiny random causal LM (Llama-, Gemma-3- or GPT-2-shaped) saved with save_pretrained (safetensors)."""
+                 pad: bool = True, added: tuple[str, ...] = ()) -> Path:
+    """A tiny random causal LM (Llama-, Qwen2-, Gemma-3- or GPT-2-shaped) saved with save_pretrained (safetensors)."""
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, LlamaConfig
 
     path = Path(path)
-    tok = build_tokenizer(path, pad=pad)
+    tok = build_tokenizer(path, pad=pad, added=added)
     vocab = len(tok)
     torch.manual_seed(seed)
     if shape == "llama":
@@ -65,6 +67,11 @@ def build_causal(path: Path, shape: str = "llama", seed: int = 0, max_positions:
                                   layer_types=["sliding_attention", "full_attention"],
                                   max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2,
                                   pad_token_id=0, tie_word_embeddings=True)
+    elif shape == "qwen2":  # biases on the query, key and value projections; tied embeddings
+        from transformers import Qwen2Config
+        config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=max_positions,
+                             bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
     elif shape == "gpt2":
         config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=max_positions,
                             bos_token_id=1, eos_token_id=2)

@@ -13,7 +13,7 @@ import math
 from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ModelError
 from ..labels import Label
@@ -67,13 +67,12 @@ class CausalLMBackend:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
                  params: tuple[int, int] | None = None, reuse_prefix: bool = True,
-                 cpu_kernels: bool = True, pack_prompts: bool = True) -> None:
+                 cpu_kernels: bool = True, pack_prompts: bool = True,
+                 transformers_model: Callable[[], Any] | None = None) -> None:
         import torch
 
         self.torch = torch
-        self.model = model
         self.tokenizer = without_word_cache(tokenizer)
-        self.device = next(model.parameters()).device
         config = model.config
         self.max_length = max_length or _context_length(config, tokenizer)
         model_type = str(getattr(config, "model_type", ""))
@@ -83,17 +82,36 @@ class CausalLMBackend:
             raise ModelError(f"model {name}: --add-bos given but its tokenizer has no BOS token")
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
+        self._cpu_kernels, self._pack_prompts = cpu_kernels, pack_prompts
+        # For a model run by the native forward (native.py): the same weights through transformers,
+        # loaded when a group of prompts needs a key/value cache, which that forward lacks.
+        self._transformers_model = transformers_model
+        self.on_new_info: Callable[[BackendInfo], None] | None = None  # told when `info` changes
         self._auto_batch: int | None = None
-        self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self.tokens_run = 0  # tokens the model has run for scoring, padding excluded (throughput, FLOPs)
         self._encoded: dict[tuple[str, str, tuple[str, ...]], Encoded] = {}
         self._options: dict[tuple, Mapping[Label, tuple[int, ...]]] = {}  # label word ids, shared by prompts
+        self._pass_tokens: int | None = None  # a pass's tokens, once running out of memory has lowered it
+        extra = {"add_bos": str(self.bos is not None), **self._adopt(model)}
+        total, non_emb = params or (None, None)
+        self.info = BackendInfo(
+            kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
+            device=str(self.device), max_length=self.max_length, params_total=total,
+            params_non_embedding=non_emb, extra=extra)
+
+    def _adopt(self, model: Any) -> dict[str, str]:
+        """Make `model` the one that scores, with the CPU kernels and packed passes where they apply;
+        returns what it runs with, for the backend's details."""
+        self.model = model
+        self.device = next(model.parameters()).device
+        self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         self._cache_arg = cache_argument(model)
-        extra = {"add_bos": str(self.bos is not None)}
-        attention = getattr(config, "_attn_implementation", None)
+        native = getattr(model, "native", False)
+        extra = {"forward": "native" if native else "transformers"}
+        attention = getattr(model.config, "_attn_implementation", None)
         if attention:
             extra["attention"] = str(attention)
-        if cpu_kernels and self.device.type == "cpu":
+        if self._cpu_kernels and self.device.type == "cpu":
             from .cpu_linear import fuse_rms_norms, fuse_rotary, pack_linear_layers
 
             packed = pack_linear_layers(model)
@@ -106,16 +124,30 @@ class CausalLMBackend:
             if rotary:
                 extra["fused_rotary_layers"] = str(rotary)
         # On a CPU, prompts are packed end to end into passes of one shape (see packing.py), where a
-        # probe shows the model scores a packed prompt as it does the prompt alone.
-        self.packing = pack_prompts and self.device.type == "cpu" and packing_works(model)
-        self._pass_tokens: int | None = None  # a pass's tokens, once running out of memory has lowered it
+        # probe shows the model scores a packed prompt as it does the prompt alone (the native forward
+        # does by construction, and its tests show it).
+        self.packing = self._pack_prompts and self.device.type == "cpu" and (native or packing_works(model))
         if self.packing:
             extra["packed_prompts"] = "true"
-        total, non_emb = params or (None, None)
-        self.info = BackendInfo(
-            kind="causal", model=name, dtype=dtype or str(next(model.parameters()).dtype).replace("torch.", ""),
-            device=str(self.device), max_length=self.max_length, params_total=total,
-            params_non_embedding=non_emb, extra=extra)
+        return extra
+
+    def _use_transformers_model(self) -> None:
+        """Swap the native forward for the same weights loaded through transformers, which keeps a
+        key/value cache (a shared few-shot prefix, label words of several tokens)."""
+        import dataclasses
+
+        from ..modeling import collector_paused
+        if self._transformers_model is None:
+            raise ModelError(f"model {self.info.model}: these prompts need a key/value cache, which the native "
+                             "forward lacks; load the model through transformers")
+        load, self._transformers_model = self._transformers_model, None
+        self.model = None
+        release_memory(self.device)
+        with collector_paused():
+            extra = self._adopt(load())
+        self.info = dataclasses.replace(self.info, extra={"add_bos": self.info.extra["add_bos"], **extra})
+        if self.on_new_info is not None:
+            self.on_new_info(self.info)
 
     # -- tokenization ---------------------------------------------------------------------
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
@@ -178,9 +210,12 @@ class CausalLMBackend:
             groups.setdefault(p.prefix if shared_by[p.prefix] >= MIN_SHARED else "", []).append(i)
         for prefix, idx in groups.items():
             shared = self._shared_length([encoded[i] for i in idx]) if prefix and len(idx) > 1 else 0
-            if self.packing and not shared and all(len(t) == 1 for i in idx for t in encoded[i].options.values()):
+            single = all(len(t) == 1 for i in idx for t in encoded[i].options.values())
+            if self.packing and not shared and single:
                 self._score_packed(prompts, encoded, idx, results, on_batch)
             else:
+                if getattr(self.model, "native", False) and (shared or not single):
+                    self._use_transformers_model()
                 self._score_group(prompts, encoded, idx, shared, results, on_batch)
         # Encodings are kept from `fits` to here; once scored they are not needed again, and the
         # runner's next chunk of prompts brings its own.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ModelError
 from ..labels import Label
 from ..modeling import (LoadOptions, ModelRef, count_from_headers, count_loaded, load_config,
-                        load_tokenizer, load_weights, resolve_device)
+                        load_tokenizer, load_weights, loading_bars_off, resolve_device)
 
 BACKENDS = ("auto", "causal", "classifier", "seq2seq")
 
@@ -20,6 +21,9 @@ class BackendOptions:
     max_length: int | None = None
     add_bos: bool | None = None
     label_map: Mapping[str, Label] | None = None  # classifier: model label name -> Label
+    # A plain Llama or Qwen2 checkpoint in float32 on a CPU runs nli-eval's own forward (native.py)
+    # unless this is off.
+    native: bool = True
 
 
 def detect_kind(config: Any) -> str:
@@ -31,11 +35,27 @@ def detect_kind(config: Any) -> str:
     return "causal"
 
 
+def native_spec_for(ref: ModelRef, load: LoadOptions, options: BackendOptions, device: str) -> Any:
+    """The checkpoint's spec when nli-eval's own forward runs it (see native.py), else None."""
+    if not options.native:
+        return None
+    from .native import native_spec
+    return native_spec(ref, load, options.kind, options.add_bos, device)
+
+
 def load_backend(ref: ModelRef, load: LoadOptions, options: BackendOptions, device: str | None = None,
-                 config: Any = None, kind: str | None = None) -> Any:
-    """The backend and its parameter count; `config` and `kind` when the caller has read them already."""
+                 config: Any = None, kind: str | None = None, quiet: bool = False) -> Any:
+    """The backend and its parameter count; `config` and `kind` when the caller has read them already
+    (a `native.NativeSpec` as the config runs the native forward). `quiet`: no loading bars."""
     if options.kind not in BACKENDS:
         raise ModelError(f"unknown backend {options.kind!r}; choose one of: {', '.join(BACKENDS)}")
+    from .native import NativeSpec, NotNative
+    if isinstance(config, NativeSpec):
+        try:
+            return _native_backend(config, ref, load, options, quiet)
+        except NotNative:  # the files do not match the config: transformers reads them its own way
+            with loading_bars_off() if quiet else nullcontext():
+                return load_backend(ref, load, options, device, kind=kind)
     config = config if config is not None else load_config(ref, load)
     kind = kind or (detect_kind(config) if options.kind == "auto" else options.kind)
     device = device or resolve_device(load.device)
@@ -57,3 +77,23 @@ def load_backend(ref: ModelRef, load: LoadOptions, options: BackendOptions, devi
         from .seq2seq import load_seq2seq
         return load_seq2seq(ref, load, options, tokenizer, device, params)
     raise ModelError(f"backend {kind} is not available")  # pragma: no cover
+
+
+def _native_backend(spec: Any, ref: ModelRef, load: LoadOptions, options: BackendOptions, quiet: bool) -> Any:
+    from .causal import CausalLMBackend
+    from .native import load_native
+
+    model, tokenizer = load_native(spec)
+
+    def through_transformers() -> Any:
+        """The same checkpoint loaded by transformers, for prompts that need a key/value cache."""
+        from transformers import AutoModelForCausalLM
+
+        with loading_bars_off() if quiet else nullcontext():
+            return load_weights(AutoModelForCausalLM, ref, load, "cpu")
+
+    counted = count_from_headers(ref) or count_loaded(model)
+    return CausalLMBackend(model, tokenizer, name=ref.label, batch_size=options.batch_size,
+                           max_length=options.max_length, add_bos=options.add_bos, dtype=load.dtype,
+                           params=(counted.total, counted.non_embedding),
+                           transformers_model=through_transformers), counted

@@ -199,7 +199,8 @@ def _mask(shared: int, length: int, window: int, device: Any) -> Any:
 def packed(model: Any, segments: list[tuple[int, int, int, int]]) -> Iterator[None]:
     """Run the model's attention segment by segment (see `_segments`) for the block."""
     global _segments
-    register()
+    if not getattr(model, "native", False):  # the native forward calls `attention` itself
+        register()
     config = model.config
     before = config._attn_implementation
     _segments = segments
