@@ -178,6 +178,17 @@ def test_weights_that_do_not_match_the_config_load_through_transformers(tiny_lla
         load_native(spec_of(extra))
 
 
+def test_a_token_declared_only_in_tokenizer_config_keeps_the_transformers_tokenizer(tiny_llama, tmp_path):
+    """transformers adds a special token that tokenizer_config.json declares and tokenizer.json lacks,
+    and then splits text around it; `tokenizers` alone would not, so that checkpoint is not native."""
+    declared = copy_checkpoint(tiny_llama, tmp_path / "declared")
+    config = json.loads((declared / "tokenizer_config.json").read_text())
+    config["extra_special_tokens"] = ["<|marker|>"]
+    (declared / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(NotNative, match="marker"):
+        NativeTokenizer(spec_of(declared))
+
+
 def test_a_mismatched_checkpoint_falls_back_in_load_backend(tiny_llama, tmp_path):
     extra = copy_checkpoint(tiny_llama, tmp_path / "extra")
     from safetensors.torch import load_file, save_file

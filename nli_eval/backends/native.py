@@ -59,6 +59,9 @@ class NativeSpec:
     qkv_bias: bool
     bos_token: str | None
     model_max_length: int | None
+    # Tokens tokenizer_config.json declares whole (special or added): transformers adds any that
+    # tokenizer.json lacks, so they must all be there for `tokenizers` alone to split text alike.
+    declared_tokens: tuple[str, ...] = ()
     is_encoder_decoder: bool = False  # read by `loader.detect_kind`, as on a transformers config
 
 
@@ -127,6 +130,14 @@ def native_spec(ref: ModelRef, load: LoadOptions, kind: str, add_bos: bool | Non
     bos = tokenizer.get("bos_token")
     bos = bos.get("content") if isinstance(bos, dict) else bos
     max_length = tokenizer.get("model_max_length")
+    declared = [entry.get("content") for entry in (tokenizer.get("added_tokens_decoder") or {}).values()
+                if isinstance(entry, dict)]
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        extra = tokenizer.get(key) or []
+        declared += list(extra.values()) if isinstance(extra, dict) else list(extra) if isinstance(extra, list) else []
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "sep_token", "cls_token"):
+        value = tokenizer.get(key)
+        declared.append(value.get("content") if isinstance(value, dict) else value)
     return NativeSpec(
         folder=folder, model_type=model_type, architectures=(ARCHITECTURES[model_type],),
         vocab_size=sizes["vocab_size"], hidden_size=sizes["hidden_size"],
@@ -135,7 +146,8 @@ def native_spec(ref: ModelRef, load: LoadOptions, kind: str, add_bos: bool | Non
         max_position_embeddings=_int(config, "max_position_embeddings") or 2048,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         qkv_bias=model_type == "qwen2", bos_token=bos if isinstance(bos, str) else None,
-        model_max_length=max_length if isinstance(max_length, int) else None)
+        model_max_length=max_length if isinstance(max_length, int) else None,
+        declared_tokens=tuple(sorted({t for t in declared if isinstance(t, str) and t})))
 
 
 class NativeTokenizer:
@@ -153,6 +165,10 @@ class NativeTokenizer:
         # a call that asks for neither, as every call here does.
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        whole = {token.content for token in self._tokenizer.get_added_tokens_decoder().values()}
+        lacking = [t for t in spec.declared_tokens if t not in whole]
+        if lacking:
+            raise NotNative(f"tokenizer.json lacks the declared token {lacking[0]!r}")
         self.bos_token_id = self._tokenizer.token_to_id(spec.bos_token) if spec.bos_token else None
         self.model_max_length = spec.model_max_length
 
