@@ -207,6 +207,7 @@ class Runner:
                 with collector_paused(freeze=self.owns_process), quiet:
                     holder["backend"], holder["params"] = load_backend(ref, cfg.load, cfg.backend, self.ranks.device,
                                                                     config=config, kind=kind, quiet=not shown)
+
                 def record(info: Any) -> None:
                     holder["ran"] = {"device": info.device, "dtype": info.dtype, "max_length": info.max_length,
                                      "details": dict(info.extra)}

@@ -37,6 +37,20 @@ def naive(model, backend, prompt):
     return out
 
 
+def prompts_and_reference(path, template, sampling):
+    """The prompts of `examples()` (two shots each) and each one's naive scores from the plain model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    exs = examples()
+    sampler = ShotSampler(exs, "t", 1, sampling, same_split=True)
+    builder = PromptBuilder(template, LabelSpace.THREE_WAY)
+    prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
+    plain = AutoModelForCausalLM.from_pretrained(path).eval()
+    reference = [naive(plain, CausalLMBackend(plain, tok, name="t", cpu_kernels=False), p) for p in prompts]
+    return prompts, reference, plain, tok
+
+
 @pytest.mark.parametrize("shape", ["tiny_llama", "tiny_gemma"])
 @pytest.mark.parametrize("template", [SINGLE, BUILTIN_TEMPLATES["harness"], MULTI],
                          ids=["single-token", "mixed", "multi-token"])
@@ -45,16 +59,10 @@ def test_fast_paths_equal_naive(template, sampling, shape, request):
     """Every path (packed CPU layers or plain, prompts packed end to end or padded, cached prefix or not,
     several batch sizes) scores as the plain model does on each label word's whole sequence. The
     Gemma-shaped model has a 16-token sliding window, shorter than every prompt."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = request.getfixturevalue(shape)
-    tok = AutoTokenizer.from_pretrained(path)
-    exs = examples()
-    sampler = ShotSampler(exs, "t", 1, sampling, same_split=True)
-    builder = PromptBuilder(template, LabelSpace.THREE_WAY)
-    prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
-    plain = AutoModelForCausalLM.from_pretrained(path).eval()
-    reference = [naive(plain, CausalLMBackend(plain, tok, name="t", cpu_kernels=False), p) for p in prompts]
+    prompts, reference, plain, tok = prompts_and_reference(path, template, sampling)
     packed = AutoModelForCausalLM.from_pretrained(path).eval()
     for model, pack in ((plain, False), (packed, True)):
         for reuse in (False, True):

@@ -21,7 +21,7 @@ from nli_eval.templates import BUILTIN_TEMPLATES
 
 from conftest import real_data, real_model
 from helpers import build_causal, corpus
-from test_fastpaths import MULTI, SINGLE, examples, naive
+from test_fastpaths import MULTI, SINGLE, examples, prompts_and_reference
 
 SHAPES = ["tiny_llama", "tiny_qwen2"]
 
@@ -78,16 +78,10 @@ def test_native_backend_scores_as_naive(template, sampling, shape, request):
     """Every label word scores as the plain transformers model scores its whole sequence, at several
     batch sizes. Label words of several tokens and a shared few-shot prefix need a key/value cache,
     so there the backend loads the model through transformers and says so in its details."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = request.getfixturevalue(shape)
-    exs = examples()
-    sampler = ShotSampler(exs, "t", 1, sampling, same_split=True)
-    builder = PromptBuilder(template, LabelSpace.THREE_WAY)
-    prompts = [builder.render(e, sampler.draw(e, 2)) for e in exs]
-    plain = AutoModelForCausalLM.from_pretrained(path).eval()
-    tok = AutoTokenizer.from_pretrained(path)
-    reference = [naive(plain, CausalLMBackend(plain, tok, name="t", cpu_kernels=False), p) for p in prompts]
+    prompts, reference, _, _ = prompts_and_reference(path, template, sampling)
     for bs in (1, 3, 16):
         for pack in (False, True):
             loaded = []

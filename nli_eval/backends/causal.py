@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ModelError
@@ -134,8 +134,6 @@ class CausalLMBackend:
     def _use_transformers_model(self) -> None:
         """Swap the native forward for the same weights loaded through transformers, which keeps a
         key/value cache (a shared few-shot prefix, label words of several tokens)."""
-        import dataclasses
-
         from ..modeling import collector_paused
         if self._transformers_model is None:
             raise ModelError(f"model {self.info.model}: these prompts need a key/value cache, which the native "
@@ -145,7 +143,7 @@ class CausalLMBackend:
         release_memory(self.device)
         with collector_paused():
             extra = self._adopt(load())
-        self.info = dataclasses.replace(self.info, extra={"add_bos": self.info.extra["add_bos"], **extra})
+        self.info = replace(self.info, extra={"add_bos": self.info.extra["add_bos"], **extra})
         if self.on_new_info is not None:
             self.on_new_info(self.info)
 
