@@ -164,6 +164,26 @@ def test_every_pass_has_one_shape(tiny_llama):
     assert sum(lengths) <= len(shapes) * full < sum(lengths) + 2 * full  # at most one pass's worth of padding, about
 
 
+def test_packed_passes_return_freed_memory_once_a_group_and_padded_batches_after_each(tiny_llama, monkeypatch):
+    """Passes of one width reuse the heap blocks the first ones left, so memory goes back to the system
+    when the group is scored; padded batches of other widths cannot, so each returns its own."""
+    from nli_eval.backends import causal
+    from test_fastpaths import MULTI
+
+    model, tok = load(tiny_llama)
+    events = []
+    monkeypatch.setattr(causal, "return_freed_memory", lambda: events.append("freed"))
+    backend = CausalLMBackend(model, tok, name="t", batch_size=2, cpu_kernels=False)
+    backend.score(zero_shot(60), on_batch=lambda batch, scores: events.append("pass"))
+    passes = events.count("pass")
+    assert passes > 3 and events == ["pass"] * passes + ["freed"]
+
+    events.clear()
+    builder = PromptBuilder(MULTI, LabelSpace.THREE_WAY)
+    backend.score([builder.render(e, ()) for e in examples(6)], on_batch=lambda batch, scores: events.append("batch"))
+    assert events == ["batch", "freed"] * 3  # batches of two, each returning its memory
+
+
 def test_a_pass_the_prompts_fill_less_runs_little_wider_than_them_with_the_same_scores(tiny_llama):
     """Full passes share one width; a part-filled last pass is cut to its prompts' tokens, rounded up
     to PART_STEP."""

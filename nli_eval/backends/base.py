@@ -72,10 +72,11 @@ def without_word_cache(tokenizer: Any) -> Any:
 
 
 def return_freed_memory() -> None:
-    """Give the heap pages freed by a finished batch back to the system (glibc only).
+    """Give the heap pages freed by finished batches back to the system (glibc only).
 
-    Every batch has other tensor shapes, so glibc's heap keeps holes the next batch cannot
-    reuse; left resident they make a long run's memory creep up batch by batch.
+    Padded batches each have other tensor shapes, so glibc's heap keeps holes the next batch cannot
+    reuse; left resident they make a long run's memory creep up batch by batch. Packed passes share
+    one width and reuse them, so they return memory once their group is scored.
     """
     trim = getattr(libc(), "malloc_trim", None)
     if trim is not None:
@@ -98,8 +99,9 @@ def steady_heap() -> bool:
     free leaves enough of it unused. A pass frees its activations layer by layer, so the next layer
     and the next pass fault in new zeroed pages for the same sizes: 11% of a 135M model's CPU scoring
     time. With a fixed 32 MB threshold and no automatic trimming the heap keeps them; its free pages
-    still go back to the system after each CPU batch (`return_freed_memory`). For a process the caller
-    owns (the command line): it changes that process's allocator.
+    still go back to the system after each padded CPU batch and each group of packed passes
+    (`return_freed_memory`). For a process the caller owns (the command line): it changes that
+    process's allocator.
     """
     mallopt = getattr(libc(), "mallopt", None)
     if mallopt is None:
