@@ -277,9 +277,9 @@ def _classes() -> Any:
 
         def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
             # Each residual sum is written into the sublayer's fresh output (the same bits as h + out):
-            # two activations fewer a layer. With one more each, glibc's heap laid a pass out
-            # differently from one run of it to the next: the same pass peaked 41-59 MB above the same
-            # base; now 40.2-40.3 MB.
+            # two activations fewer a layer. With a new tensor for each sum, glibc laid the same pass out
+            # differently from one replay to the next, peaking 41-59 MB above the same base; now
+            # 40.2-40.3 MB every time.
             h = self.self_attn(self.input_layernorm(h), cos, sin).add_(h)
             return self.mlp(self.post_attention_layernorm(h)).add_(h)
 
