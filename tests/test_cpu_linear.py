@@ -119,6 +119,49 @@ def test_a_fused_mlp_runs_long_inputs_in_chunks(tiny_llama, monkeypatch):
         assert torch.allclose(mlp(h), plain.model.layers[0].mlp(h), atol=1e-4, rtol=1e-4)  # exactly one chunk
 
 
+@pytest.mark.parametrize("shape,activation", [("tiny_llama", "swish"), ("tiny_gemma", "gelu/tanh")])
+def test_chunked_mlps_compute_the_same_bits_on_the_same_weights(shape, activation, request, monkeypatch):
+    """The BLAS form of a gated MLP: the model's own linear layers, the activation and product in place.
+    Run whole, the logits are those of the plain model to the bit; in chunks, to rounding (the BLAS
+    may block fewer rows otherwise)."""
+    path = request.getfixturevalue(shape)
+    plain, model = load(path), load(path)
+    weights = dict(model.named_parameters())
+    layers = len(model.model.layers)
+    assert cpu_linear.chunk_gated_mlps(model) == layers
+    mlp = model.model.layers[0].mlp
+    assert type(mlp).__name__ == "ChunkedGatedMLP" and activation in repr(mlp)
+    assert all(weights[name] is param for name, param in model.named_parameters())  # nothing copied
+    assert set(dict(model.named_parameters())) == set(weights)
+    x = ids()
+    assert torch.equal(logits(model, x), logits(plain, x))
+    monkeypatch.setattr(cpu_linear, "MLP_CHUNK", 7)  # 36 rows: five whole chunks and a tail
+    assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-5, rtol=1e-5)
+    assert cpu_linear.chunk_gated_mlps(model) == layers  # a second call changes nothing
+
+
+def test_a_differently_gated_mlp_is_not_chunked(tiny_llama):
+    model = load(tiny_llama)
+    for layer in model.model.layers:
+        mlp = layer.mlp
+        mlp.forward = (lambda mlp: lambda x: mlp.down_proj(mlp.act_fn(mlp.up_proj(x)) * mlp.gate_proj(x)))(mlp)
+    assert cpu_linear.chunk_gated_mlps(model) == 0
+    assert type(model.model.layers[0].mlp).__name__ == "LlamaMLP"
+    assert cpu_linear.chunk_gated_mlps(load(tiny_llama).to(torch.bfloat16)) == 0
+
+
+@pytest.mark.parametrize("capability,pays", [("AVX512", True), ("AVX512_VNNI", True), ("AVX2", False),
+                                              ("DEFAULT", False)])
+def test_onednn_packs_only_where_the_cpu_has_avx512(capability, pays, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    cpu_linear.onednn_pays.cache_clear()
+    try:
+        assert cpu_linear.onednn_pays() is pays
+    finally:
+        monkeypatch.undo()
+        cpu_linear.onednn_pays.cache_clear()
+
+
 def test_rms_norms_run_fused_where_they_compute_the_same(tiny_llama, tiny_gemma):
     """Llama-style norms (weight times the normalized input) run fused, with the same
     logits; Gemma's (one plus weight) fail the probe and stay as they are."""

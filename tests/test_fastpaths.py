@@ -55,22 +55,30 @@ def prompts_and_reference(path, template, sampling):
 @pytest.mark.parametrize("template", [SINGLE, BUILTIN_TEMPLATES["harness"], MULTI],
                          ids=["single-token", "mixed", "multi-token"])
 @pytest.mark.parametrize("sampling", ["per-example", "fixed"])
-def test_fast_paths_equal_naive(template, sampling, shape, request):
-    """Every path (packed CPU layers or plain, prompts packed end to end or padded, cached prefix or not,
-    several batch sizes) scores as the plain model does on each label word's whole sequence. The
-    Gemma-shaped model has a 16-token sliding window, shorter than every prompt."""
+def test_fast_paths_equal_naive(template, sampling, shape, request, monkeypatch):
+    """Every path (CPU layers plain, packed for oneDNN or chunked on the BLAS, prompts packed end to end
+    or padded, cached prefix or not, several batch sizes) scores as the plain model does on each label
+    word's whole sequence. The Gemma-shaped model has a 16-token sliding window, shorter than every
+    prompt."""
     from transformers import AutoModelForCausalLM
+
+    from nli_eval.backends import cpu_linear
 
     path = request.getfixturevalue(shape)
     prompts, reference, plain, tok = prompts_and_reference(path, template, sampling)
-    packed = AutoModelForCausalLM.from_pretrained(path).eval()
-    for model, pack in ((plain, False), (packed, True)):
+    details = {"plain": None, "oneDNN": "packed_linear_layers", "BLAS": "chunked_gated_mlps"}
+    for kernels, detail in details.items():
+        if kernels == "oneDNN" and not cpu_linear.available():
+            continue
+        # Each CPU's own kernels, whatever this CPU would pick.
+        monkeypatch.setattr(cpu_linear, "onednn_pays", lambda kernels=kernels: kernels == "oneDNN")
+        model = plain if kernels == "plain" else AutoModelForCausalLM.from_pretrained(path).eval()
         for reuse in (False, True):
             for bs in (1, 3, 16):
                 for prompts_packed in (False, True):
                     backend = CausalLMBackend(model, tok, name="t", batch_size=bs, reuse_prefix=reuse,
-                                              cpu_kernels=pack, pack_prompts=prompts_packed)
-                    assert ("packed_linear_layers" in backend.info.extra) == pack
+                                              cpu_kernels=kernels != "plain", pack_prompts=prompts_packed)
+                    assert {key for key in details.values() if key in backend.info.extra} == {detail} - {None}
                     assert ("packed_prompts" in backend.info.extra) == prompts_packed
                     scores = backend.score(prompts)
                     for got, want in zip(scores, reference):

@@ -62,8 +62,9 @@ def test_results_json_and_samples(tiny_llama, anli_hub, tmp_path):
     assert m.params_total and m.params_total > m.params_non_embedding > 0
     assert back.versions["torch"] and back.config["seed"] == 1234
     from nli_eval.backends import cpu_linear
-    if cpu_linear.available():  # what ran is recorded: the CPU's packed layers and attention function
-        assert int(m.backend_details["packed_linear_layers"]) > 0 and m.backend_details["attention"]
+    # What ran is recorded: the CPU's packed layers or chunked MLPs, and the attention function.
+    kernels = "packed_linear_layers" if cpu_linear.onednn_pays() else "chunked_gated_mlps"
+    assert int(m.backend_details[kernels]) > 0 and m.backend_details["attention"]
     lines = (tmp_path / "samples" / m.label / "anli_r1_0shot.jsonl").read_text().splitlines()
     row = json.loads(lines[0])
     assert set(row) >= {"id", "gold", "predicted", "scores"} and row["id"] == "dev1-0000"

@@ -112,11 +112,16 @@ class CausalLMBackend:
         if attention:
             extra["attention"] = str(attention)
         if self._cpu_kernels and self.device.type == "cpu":
-            from .cpu_linear import fuse_rms_norms, fuse_rotary, pack_linear_layers
+            from .cpu_linear import chunk_gated_mlps, fuse_rms_norms, fuse_rotary, onednn_pays, pack_linear_layers
 
-            packed = pack_linear_layers(model)
-            if packed:
-                extra["packed_linear_layers"] = str(packed)
+            if onednn_pays():
+                packed = pack_linear_layers(model)
+                if packed:
+                    extra["packed_linear_layers"] = str(packed)
+            else:
+                chunked = chunk_gated_mlps(model)
+                if chunked:
+                    extra["chunked_gated_mlps"] = str(chunked)
             norms = fuse_rms_norms(model)
             if norms:
                 extra["fused_rms_norms"] = str(norms)
@@ -461,7 +466,7 @@ class CausalLMBackend:
             decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
             layers = getattr(decoder, "layers", None)
             mlp = getattr(layers[-1], "mlp", None) if isinstance(layers, self.torch.nn.ModuleList) and len(layers) else None
-            if mlp is not None and (type(mlp).__name__ == "PackedGatedMLP"
+            if mlp is not None and (type(mlp).__name__ in ("PackedGatedMLP", "ChunkedGatedMLP")
                                     or all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj"))):
                 self._mlp = mlp
         return self._mlp or None
