@@ -466,7 +466,7 @@ class CausalLMBackend:
             decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
             layers = getattr(decoder, "layers", None)
             mlp = getattr(layers[-1], "mlp", None) if isinstance(layers, self.torch.nn.ModuleList) and len(layers) else None
-            if mlp is not None and (type(mlp).__name__ in ("PackedGatedMLP", "ChunkedGatedMLP")
+            if mlp is not None and (type(mlp).__name__ == "PackedGatedMLP"
                                     or all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj"))):
                 self._mlp = mlp
         return self._mlp or None

@@ -30,7 +30,9 @@ _ACTIVATIONS = (("swish", ""), ("gelu", "tanh"), ("gelu", "none"))
 _EXACT = 0.1
 
 
-# Positions a fused MLP runs at once (see PackedGatedMLP.forward).
+# The linear layers of a gated MLP, `down_proj(act(gate_proj(x)) * up_proj(x))`, by their usual names.
+GATED_PARTS = ("gate_proj", "up_proj", "down_proj")
+# Positions a gated MLP runs at once (see GatedMLP.forward).
 MLP_CHUNK = 1024
 # A weight left in a memory-mapped checkpoint is copied out this many bytes at a time.
 COPY_SLICE_BYTES = 8 << 20
@@ -110,7 +112,7 @@ def _classes() -> tuple[Any, Any, Any]:
         def __init__(self, mlp: Any, activation: tuple[str, str]) -> None:
             super().__init__()
             self.activation = activation
-            for name in ("gate_proj", "up_proj", "down_proj"):
+            for name in GATED_PARTS:
                 layer = getattr(mlp, name)
                 self.register_buffer(f"{name}_weight", _pack(layer.weight), persistent=False)
                 self.register_buffer(f"{name}_bias", _bias(layer), persistent=False)
@@ -401,29 +403,30 @@ def available() -> bool:
         return False
 
 
-def _packable(module: Any, uses: dict[int, int]) -> bool:
+def _float32_cpu_linear(module: Any) -> bool:
     import torch
 
     return (type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
-            and module.weight.dtype == torch.float32 and uses.get(id(module.weight), 0) == 1
+            and module.weight.dtype == torch.float32)
+
+
+def _packable(module: Any, uses: dict[int, int]) -> bool:
+    """A float32 CPU linear layer whose weight packing may drop: no other module uses it, no hook sees it."""
+    return (_float32_cpu_linear(module) and uses.get(id(module.weight), 0) == 1
             and not module._forward_hooks and not module._forward_pre_hooks and not hasattr(module, "_hf_hook"))
 
 
 def _fused_mlp(mlp: Any, uses: dict[int, int]) -> Any:
     """The packed, fused form of a gated MLP, or None when the module is something else."""
-    layers = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
-    if not all(layer is not None and _packable(layer, uses) for layer in layers):
+    if not all(_packable(getattr(mlp, name, None), uses) for name in GATED_PARTS):
         return None
     return _gated_form(mlp, _classes()[1])
 
 
 def _chunked_mlp(mlp: Any) -> Any:
-    """The chunked, in-place form of a gated MLP, or None when the module is something else."""
-    import torch
-
-    layers = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
-    if not all(type(layer) is torch.nn.Linear and layer.weight.device.type == "cpu"
-               and layer.weight.dtype == torch.float32 for layer in layers):
+    """The chunked, in-place form of a gated MLP, or None when the module is something else. Its layers
+    keep running as themselves, so they need not be packable."""
+    if not all(_float32_cpu_linear(getattr(mlp, name, None)) for name in GATED_PARTS):
         return None
     return _gated_form(mlp, _classes()[2])
 
@@ -466,12 +469,13 @@ def _gated_form(mlp: Any, form: Any) -> Any:
 def chunk_gated_mlps(model: Any) -> int:
     """Swap the model's float32 CPU gated MLPs for the chunked, in-place form where a probe shows the same
     output; returns how many of the model's MLPs run chunked. The linear layers stay as they are."""
+    chunked = _classes()[2]
     for name, module in list(model.named_modules()):
-        if name and type(module).__name__ not in ("ChunkedGatedMLP", "PackedGatedMLP") and hasattr(module, "gate_proj"):
+        if name and type(module) is not chunked and hasattr(module, "gate_proj"):
             candidate = _chunked_mlp(module)
             if candidate is not None:
                 model.set_submodule(name, candidate)
-    return sum(type(module) is _classes()[2] for module in model.modules())
+    return sum(type(module) is chunked for module in model.modules())
 
 
 def packed_layers(model: Any) -> int:
@@ -498,7 +502,7 @@ def pack_linear_layers(model: Any) -> int:
         fused = _fused_mlp(mlp, uses)
         if fused is not None:
             _replace(model, mlp_name, fused, file_maps)
-            done.update(f"{mlp_name}.{part}" for part in ("gate_proj", "up_proj", "down_proj"))
+            done.update(f"{mlp_name}.{part}" for part in GATED_PARTS)
         del mlp, fused
     for name in targets:
         if name not in done:
