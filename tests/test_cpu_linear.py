@@ -110,7 +110,7 @@ def test_a_fused_mlp_runs_long_inputs_in_chunks(tiny_llama, monkeypatch):
     """Inputs longer than a chunk (here 7 positions: 36 rows is five whole chunks and a tail) match."""
     plain, model = load(tiny_llama), load(tiny_llama)
     cpu_linear.pack_linear_layers(model)
-    monkeypatch.setattr(cpu_linear, "MLP_CHUNK", 7)
+    monkeypatch.setattr(type(model.model.layers[0].mlp), "chunk", 7)
     x = ids(n=3, width=12)
     assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-4, rtol=1e-4)
     mlp = model.model.layers[0].mlp
@@ -135,7 +135,7 @@ def test_chunked_mlps_compute_the_same_bits_on_the_same_weights(shape, activatio
     assert set(dict(model.named_parameters())) == set(weights)
     x = ids()
     assert torch.equal(logits(model, x), logits(plain, x))
-    monkeypatch.setattr(cpu_linear, "MLP_CHUNK", 7)  # 36 rows: five whole chunks and a tail
+    monkeypatch.setattr(type(mlp), "chunk", 7)  # 36 rows: five whole chunks and a tail
     assert torch.allclose(logits(model, x), logits(plain, x), atol=1e-5, rtol=1e-5)
     assert cpu_linear.chunk_gated_mlps(model) == layers  # a second call changes nothing
 

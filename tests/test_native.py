@@ -71,6 +71,60 @@ def test_logits_match_transformers(shape, request):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_the_workspace_forward_gives_the_module_forwards_bits(shape, request, monkeypatch):
+    """With the BLAS kernels (chunked MLPs) every wide activation goes to buffers kept from pass to pass:
+    the logits are the module-by-module forward's bit for bit, on padded rows and on a packed row,
+    whole or at kept positions, for passes smaller and larger than the buffers; a hook on an MLP turns
+    the buffers off."""
+    import torch
+
+    from nli_eval.backends.cpu_linear import chunk_gated_mlps
+    from nli_eval.backends.packing import packed
+
+    path = request.getfixturevalue(shape)
+    model, _ = load_native(spec_of(path))
+    assert chunk_gated_mlps(model) == len(model.model.layers)
+    assert model._on_workspace()
+    monkeypatch.setattr(type(model.model.layers[0].mlp), "chunk", 7)  # several chunks, and a tail
+    vocab = model.lm_head.out_features
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(3, vocab, (3, 11), generator=generator)
+    ids = torch.cat([rows[0], rows[1], rows[1, 6:]]).unsqueeze(0)
+    positions = torch.cat([torch.arange(11), torch.arange(11), torch.arange(6, 11)]).unsqueeze(0)
+    segments = [(0, 11, 0, 0), (11, 22, 0, 0), (22, 27, 11, 17)]
+    keep_rows, keep_packed = torch.tensor([[10, 3], [10, 0], [7, 7]]), torch.tensor([[10, 21, 26, 26]])
+
+    def passes():
+        out = []
+        with torch.inference_mode():
+            out.append(model(input_ids=rows).logits.clone())
+            out.append(model(input_ids=rows, keep=keep_rows).logits.clone())
+            with packed(model, segments):
+                out.append(model(input_ids=ids, position_ids=positions).logits.clone())
+                out.append(model(input_ids=ids, position_ids=positions, keep=keep_packed).logits.clone())
+            out.append(model(input_ids=rows[:1, :4]).logits.clone())  # within the buffers
+            out.append(model(input_ids=torch.cat([rows, rows], dim=1)).logits.clone())  # past them
+        return out
+
+    got = passes()
+    held = model.workspace.nbytes()
+    assert held > 0
+    assert all(torch.equal(a, b) for a, b in zip(passes(), got))  # the same buffers again, the same bits
+    assert model.workspace.nbytes() == held
+    with monkeypatch.context() as patch:
+        patch.setattr(type(model), "_on_workspace", lambda self: False)
+        want = passes()
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    # Kept positions run their last MLP and projection on fewer rows: the BLAS may sum in another order.
+    assert torch.allclose(got[1], want[0][torch.arange(3).unsqueeze(1), keep_rows], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(got[3][0], want[2][0, keep_packed[0]], atol=1e-5, rtol=1e-5)
+    handle = model.model.layers[0].mlp.register_forward_hook(lambda *args: None)
+    assert not model._on_workspace()
+    handle.remove()
+    assert model._on_workspace()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("template", [SINGLE, BUILTIN_TEMPLATES["harness"], MULTI],
                          ids=["single-token", "mixed", "multi-token"])
 @pytest.mark.parametrize("sampling", ["per-example", "fixed"])

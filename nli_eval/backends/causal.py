@@ -105,6 +105,7 @@ class CausalLMBackend:
         self.model = model
         self.device = next(model.parameters()).device
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
+        self._log_prob_buffer: Any = None
         self._cache_arg = cache_argument(model)
         native = getattr(model, "native", False)
         extra = {"forward": "native" if native else "transformers"}
@@ -351,9 +352,19 @@ class CausalLMBackend:
         first = torch.tensor([[toks[0] for toks in e.options.values()] for e in prompts])
         with torch.inference_mode(), packed(self.model, segments):
             out = self._forward(ids, keep, position_ids=positions, use_cache=False)
-            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+            logits = out.logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1, out=self._log_probs(logits.shape))
             picked = logp[: len(prompts)].gather(1, first).tolist()
         return [dict(zip(e.options, row)) for e, row in zip(prompts, picked)]
+
+    def _log_probs(self, shape: Any) -> Any:
+        """A float32 buffer of `shape` on the CPU for a packed pass's log-probabilities, kept from pass to
+        pass: every pass's are one size, and a fresh block each pass is one more the heap must place."""
+        size = shape[0] * shape[1]
+        if self._log_prob_buffer is None or self._log_prob_buffer.numel() < size:
+            self._log_prob_buffer = None
+            self._log_prob_buffer = self.torch.empty(size)
+        return self._log_prob_buffer[:size].view(shape)
 
     def _run_prefix(self, tokens: Sequence[int]) -> Any:
         torch = self.torch
@@ -420,6 +431,8 @@ class CausalLMBackend:
     def _forward(self, ids: Any, keep: Any, **kwargs: Any) -> Any:
         """Run the model, projecting only the positions `keep` ([rows, k]) to the vocabulary."""
         torch = self.torch
+        if getattr(self.model, "native", False):  # it takes the positions itself (native.py)
+            return self.model(input_ids=ids, keep=keep, **kwargs)
         rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1)
 
         def kept_positions(seen: list[int]) -> Any:

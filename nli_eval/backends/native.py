@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -179,7 +180,8 @@ class NativeTokenizer:
 
 @dataclass
 class Output:
-    """A forward's result, named as transformers names it (the backend replaces `logits` in place)."""
+    """A forward's result, named as transformers names it. Logits of kept positions computed on the
+    workspace (see `_classes`' Workspace) live in its buffer: read them before the next forward."""
 
     logits: Any
 
@@ -212,9 +214,11 @@ def _classes() -> Any:
     import torch.nn.functional as F
 
     from . import packing
-    from .cpu_linear import _norm_class, _rotate
+    from .cpu_linear import GATED_PARTS as GATED, _activate_in_place, _norm_class, _rotate
+    from .cpu_linear import _classes as kernel_classes
 
     norm = _norm_class()  # x * rsqrt(mean(x^2) + eps) * weight, as Llama's RMSNorm computes it
+    chunked_mlp = kernel_classes()[2]
 
     def parameter(tensor: torch.Tensor) -> torch.nn.Parameter:
         return torch.nn.Parameter(tensor, requires_grad=False)
@@ -234,6 +238,42 @@ def _classes() -> Any:
 
     def rms_norm(spec: NativeSpec, weights: Mapping[str, torch.Tensor], name: str) -> Any:
         return norm(parameter(weights[name + ".weight"]), spec.rms_norm_eps)
+
+    def plain_linear(layer: Any) -> bool:
+        return (type(layer) is torch.nn.Linear and layer.weight.dtype == torch.float32
+                and not layer._forward_hooks and not layer._forward_pre_hooks)
+
+    def linear_into(x: torch.Tensor, layer: torch.nn.Linear, out: torch.Tensor) -> torch.Tensor:
+        """`layer(x)` for 2-D x, written into `out`: the BLAS call `F.linear` makes, so the same bits."""
+        if layer.bias is None:
+            return torch.mm(x, layer.weight.t(), out=out)
+        return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+
+    class Workspace:
+        """Named buffers that each forward pass writes its wide activations into, made on first use.
+
+        A pass that allocates its activations and frees them layer by layer leaves glibc's heap laid
+        out a little differently every time, as other, smaller blocks (each prompt's attention) land in
+        the holes: now and then a pass finds no hole for a block and the heap grows, so a run's peak
+        memory steps up with its number of passes. With every wide activation in a buffer kept from
+        pass to pass the heap sees only small blocks during a pass. Each buffer grows to the largest
+        pass it has served; a smaller pass gets a contiguous view of its first elements.
+        """
+
+        def __init__(self) -> None:
+            self._buffers: dict[str, torch.Tensor] = {}
+
+        def __call__(self, name: str, *shape: int) -> torch.Tensor:
+            size = math.prod(shape)
+            buffer = self._buffers.get(name)
+            if buffer is None or buffer.numel() < size:
+                self._buffers.pop(name, None)
+                buffer = None  # the smaller one is freed before the larger is made
+                buffer = self._buffers[name] = torch.empty(size)
+            return buffer[:size].view(shape)
+
+        def nbytes(self) -> int:
+            return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
     class Attention(torch.nn.Module):
         is_causal = True  # read by `packing.attention`
@@ -258,6 +298,42 @@ def _classes() -> Any:
                                                      enable_gqa=self.grouped).transpose(1, 2)
             return self.o_proj(out.reshape(rows, width, -1))
 
+        def plain(self) -> bool:
+            return all(plain_linear(getattr(self, part)) for part in ("q_proj", "k_proj", "v_proj", "o_proj"))
+
+        def forward_into(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, work: Workspace,
+                         shape: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
+            """`forward` on x [positions, hidden] of a [rows, width] input, every wide activation in
+            `work`'s buffers and the output in `out`."""
+            (rows, width), positions = shape, x.shape[0]
+
+            def heads(name: str, layer: torch.nn.Linear) -> torch.Tensor:
+                flat = linear_into(x, layer, work(name, positions, layer.out_features))
+                return flat.view(rows, width, -1, self.head_dim).transpose(1, 2)
+
+            q, k, v = heads("query", self.q_proj), heads("key", self.k_proj), heads("value", self.v_proj)
+            q = _rotate(q, cos, sin, out=work("rotated_query", *q.shape))
+            k = _rotate(k, cos, sin, out=work("rotated_key", *k.shape))
+            attended = work("attended", rows, width, q.shape[1], self.head_dim)
+            if self.config._attn_implementation == packing.ATTENTION:
+                packing.attention(self, q, k, v, None, scaling=self.scaling, out=attended)
+            else:
+                attended.copy_(F.scaled_dot_product_attention(q, k, v, is_causal=width > 1, scale=self.scaling,
+                                                              enable_gqa=self.grouped).transpose(1, 2))
+            return linear_into(attended.view(positions, -1), self.o_proj, out)
+
+    def mlp_into(mlp: Any, x: torch.Tensor, work: Workspace, out: torch.Tensor) -> torch.Tensor:
+        """A chunked gated MLP (`cpu_linear.ChunkedGatedMLP`) on x [positions, hidden], its two wide
+        activations in `work`'s buffers and the output in `out`: the same steps, so the same bits."""
+        inner, step = mlp.gate_proj.out_features, mlp.chunk
+        for start in range(0, x.shape[0], step):
+            part = x[start:start + step]
+            gate = linear_into(part, mlp.gate_proj, work("gate", part.shape[0], inner))
+            _activate_in_place(gate, mlp.activation).mul_(
+                linear_into(part, mlp.up_proj, work("up", part.shape[0], inner)))
+            linear_into(gate, mlp.down_proj, out[start:start + part.shape[0]])
+        return out
+
     class MLP(torch.nn.Module):
         def __init__(self, weights: Mapping[str, torch.Tensor], name: str) -> None:
             super().__init__()
@@ -275,13 +351,41 @@ def _classes() -> Any:
             self.input_layernorm = rms_norm(spec, weights, name + ".input_layernorm")
             self.post_attention_layernorm = rms_norm(spec, weights, name + ".post_attention_layernorm")
 
-        def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kept: Any = None) -> torch.Tensor:
+            """The layer's output [rows, width, hidden], or with `kept` (flat position indices) its output
+            at those positions alone [kept, hidden]: the MLP works position by position, so it runs on
+            them only (the bulk of a last layer's work)."""
             # Each residual sum is written into the sublayer's fresh output (the same bits as h + out):
             # two activations fewer a layer. With a new tensor for each sum, glibc laid the same pass out
             # differently from one replay to the next, peaking 41-59 MB above the same base; now
             # 40.2-40.3 MB every time.
             h = self.self_attn(self.input_layernorm(h), cos, sin).add_(h)
+            if kept is not None:
+                h = h.reshape(-1, h.shape[-1])[kept]
             return self.mlp(self.post_attention_layernorm(h)).add_(h)
+
+        def plain(self) -> bool:
+            """Whether `forward_into` runs this layer: its norms, attention and MLP are this forward's
+            own on plain linear layers (the CPU kernels' BLAS form, not packed for oneDNN)."""
+            mlp = self.mlp
+            return (type(self.input_layernorm) is norm and type(self.post_attention_layernorm) is norm
+                    and self.self_attn.plain() and type(mlp) is chunked_mlp
+                    and not (mlp._forward_hooks or mlp._forward_pre_hooks)
+                    and all(plain_linear(getattr(mlp, part)) for part in GATED))
+
+        def forward_into(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, work: Workspace,
+                         shape: tuple[int, int], kept: Any = None) -> torch.Tensor:
+            """`forward` on the residual stream `hidden` [positions, hidden], updated in place (h + out
+            is out + h, bit for bit) and returned; with `kept`, the output at those positions alone."""
+            size = hidden.shape
+            out = work("sublayer", *size)
+            normed = self.input_layernorm(hidden, out=work("normed", *size))
+            hidden.add_(self.self_attn.forward_into(normed, cos, sin, work, shape, out))
+            if kept is not None:
+                h = hidden[kept]
+                return self.mlp(self.post_attention_layernorm(h)).add_(h)
+            normed = self.post_attention_layernorm(hidden, out=work("normed", *size))
+            return hidden.add_(mlp_into(self.mlp, normed, work, out))
 
     class Decoder(torch.nn.Module):
         def __init__(self, spec: NativeSpec, config: Any, weights: Mapping[str, torch.Tensor]) -> None:
@@ -310,6 +414,8 @@ def _classes() -> Any:
                 self.lm_head = linear(weights, "lm_head")
             steps = torch.arange(0, spec.head_dim, 2, dtype=torch.int64).float()
             self.register_buffer("inv_freq", 1.0 / (spec.rope_theta ** (steps / spec.head_dim)), persistent=False)
+            # Kept from pass to pass where the layers run on the BLAS (see Workspace).
+            self.workspace = Workspace()
 
         def get_input_embeddings(self) -> Any:
             return self.model.embed_tokens
@@ -329,20 +435,44 @@ def _classes() -> Any:
 
         def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                     logits_to_keep: int = 0, use_cache: bool = False, past_key_values: Any = None,
-                    attention_mask: Any = None) -> Output:
+                    attention_mask: Any = None, keep: torch.Tensor | None = None) -> Output:
+            """Logits [rows, width, vocab], or [rows, k, vocab] at the positions `keep` [rows, k] of each
+            row (their last layer's MLP and the vocabulary projection run on those alone)."""
             if use_cache or past_key_values is not None or attention_mask is not None:
                 raise NotImplementedError("the native forward runs whole rows without a cache or a padding mask")
             rows, width = input_ids.shape
             if position_ids is None:
                 position_ids = torch.arange(width, device=input_ids.device).expand(rows, width)
+            kept = None
+            if keep is not None:
+                kept = (keep + torch.arange(rows, device=keep.device).unsqueeze(1) * width).reshape(-1)
             cos, sin = self.rotary(position_ids)
-            h = self.model.embed_tokens(input_ids)
-            for layer in self.model.layers:
-                h = layer(h, cos, sin)
-            h = self.model.norm(h)
+            *layers, last = self.model.layers
+            if self._on_workspace():
+                work, size = self.workspace, (rows * width, self.spec.hidden_size)
+                hidden = torch.index_select(self.model.embed_tokens.weight, 0, input_ids.reshape(-1),
+                                            out=work("hidden", *size))
+                for layer in layers:
+                    layer.forward_into(hidden, cos, sin, work, (rows, width))
+                h = last.forward_into(hidden, cos, sin, work, (rows, width), kept)
+                h = self.model.norm(h, out=work("normed", *h.shape))
+            else:
+                h = self.model.embed_tokens(input_ids)
+                for layer in layers:
+                    h = layer(h, cos, sin)
+                h = self.model.norm(last(h, cos, sin, kept))
+            if kept is not None:
+                if self._on_workspace() and plain_linear(self.lm_head):  # the logits too (see Workspace)
+                    logits = linear_into(h, self.lm_head, work("logits", h.shape[0], self.lm_head.out_features))
+                    return Output(logits.view(rows, -1, logits.shape[-1]))
+                return Output(self.lm_head(h.view(rows, -1, h.shape[-1])))
+            h = h.view(rows, width, -1)
             if logits_to_keep:
                 h = h[:, -logits_to_keep:]
             return Output(self.lm_head(h))
+
+        def _on_workspace(self) -> bool:
+            return all(layer.plain() for layer in self.model.layers) and type(self.model.norm) is norm
 
     return NativeCausalLM
 

@@ -148,12 +148,13 @@ def plan(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
-              dropout: float = 0.0, sliding_window: int | None = None, **kwargs: Any) -> tuple[Any, None]:
+              dropout: float = 0.0, sliding_window: int | None = None, out: Any = None,
+              **kwargs: Any) -> tuple[Any, None]:
     """Causal attention within each segment of a packed row (transformers' attention-function signature).
 
     query [1, heads, tokens, dim], key and value [1, kv heads, tokens, dim]; returns [1, tokens, heads,
-    dim] as the model's own attention functions do. Positions past the last segment (the padding of a
-    pass the prompts do not fill) attend to nothing and come out as zeros.
+    dim] as the model's own attention functions do, written into `out` when given. Positions past the
+    last segment (the padding of a pass the prompts do not fill) attend to nothing and come out as zeros.
     """
     import torch
     import torch.nn.functional as F
@@ -164,7 +165,8 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
         raise NotImplementedError("packed attention takes one causal row")
     _, heads, tokens, dim = query.shape
     grouped = heads != key.shape[1]
-    out = query.new_empty((1, tokens, heads, dim))
+    if out is None:
+        out = query.new_empty((1, tokens, heads, dim))
     for start, end, shared_start, shared_end in _segments:
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         shared = shared_end - shared_start
