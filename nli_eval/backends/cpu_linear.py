@@ -88,7 +88,7 @@ def _classes() -> tuple[Any, Any, Any]:
             return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
 
     class GatedMLP(torch.nn.Module):
-        """`down(act(gate(x)) * up(x))` run on at most MLP_CHUNK positions at a time."""
+        """`down(act(gate(x)) * up(x))` run on at most `chunk` positions at a time."""
 
         activation: tuple[str, str]
         chunk = MLP_CHUNK

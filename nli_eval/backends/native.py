@@ -448,7 +448,8 @@ def _classes() -> Any:
                 kept = (keep + torch.arange(rows, device=keep.device).unsqueeze(1) * width).reshape(-1)
             cos, sin = self.rotary(position_ids)
             *layers, last = self.model.layers
-            if self._on_workspace():
+            on_workspace = self._on_workspace()
+            if on_workspace:
                 work, size = self.workspace, (rows * width, self.spec.hidden_size)
                 hidden = torch.index_select(self.model.embed_tokens.weight, 0, input_ids.reshape(-1),
                                             out=work("hidden", *size))
@@ -462,7 +463,7 @@ def _classes() -> Any:
                     h = layer(h, cos, sin)
                 h = self.model.norm(last(h, cos, sin, kept))
             if kept is not None:
-                if self._on_workspace() and plain_linear(self.lm_head):  # the logits too (see Workspace)
+                if on_workspace and plain_linear(self.lm_head):  # the logits too (see Workspace)
                     logits = linear_into(h, self.lm_head, work("logits", h.shape[0], self.lm_head.out_features))
                     return Output(logits.view(rows, -1, logits.shape[-1]))
                 return Output(self.lm_head(h.view(rows, -1, h.shape[-1])))
