@@ -83,6 +83,37 @@ def return_freed_memory() -> None:
         trim(0)
 
 
+
+class Workspace:
+    """Named float32 CPU buffers that pass after pass writes its wide tensors into, made on first use.
+
+    A pass that allocates its activations and frees them layer by layer leaves glibc's heap laid out a
+    little differently every time, as other, smaller blocks (each prompt's attention) land in the
+    holes: now and then a pass finds no hole for a block and the heap grows, so a run's peak memory
+    steps up with its number of passes. With every wide tensor in a buffer kept from pass to pass the
+    heap sees only small blocks during a pass. Each buffer grows to the largest request it has served;
+    a smaller one gets a contiguous view of its first elements.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Any] = {}
+
+    def __call__(self, name: str, *shape: int) -> Any:
+        import math
+
+        import torch
+
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            self._buffers.pop(name, None)
+            buffer = None  # the smaller one is freed before the larger is made
+            buffer = self._buffers[name] = torch.empty(size)
+        return buffer[:size].view(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 # The largest mmap threshold glibc takes on a 64-bit system; anything this size or more is still mapped

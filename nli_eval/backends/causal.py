@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import ModelError
 from ..labels import Label
 from ..types import Prompt
-from .base import (BackendInfo, BatchCallback, is_out_of_memory, release_memory, return_freed_memory,
+from .base import (BackendInfo, BatchCallback, Workspace, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
 from .packing import (HALVING_STEP, LOGIT_ROWS, Unit, capacity, common_start, packed, packing_works, pass_width, plan,
                       round_up, units)
@@ -105,7 +105,8 @@ class CausalLMBackend:
         self.model = model
         self.device = next(model.parameters()).device
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
-        self._log_prob_buffer: Any = None
+        # A packed pass's log-probabilities, one size every pass (see base.Workspace).
+        self._scratch = Workspace()
         self._cache_arg = cache_argument(model)
         native = getattr(model, "native", False)
         extra = {"forward": "native" if native else "transformers"}
@@ -353,18 +354,9 @@ class CausalLMBackend:
         with torch.inference_mode(), packed(self.model, segments):
             out = self._forward(ids, keep, position_ids=positions, use_cache=False)
             logits = out.logits[0].float()
-            logp = torch.log_softmax(logits, dim=-1, out=self._log_probs(logits.shape))
+            logp = torch.log_softmax(logits, dim=-1, out=self._scratch("log_probs", *logits.shape))
             picked = logp[: len(prompts)].gather(1, first).tolist()
         return [dict(zip(e.options, row)) for e, row in zip(prompts, picked)]
-
-    def _log_probs(self, shape: Any) -> Any:
-        """A float32 buffer of `shape` on the CPU for a packed pass's log-probabilities, kept from pass to
-        pass: every pass's are one size, and a fresh block each pass is one more the heap must place."""
-        size = shape[0] * shape[1]
-        if self._log_prob_buffer is None or self._log_prob_buffer.numel() < size:
-            self._log_prob_buffer = None
-            self._log_prob_buffer = self.torch.empty(size)
-        return self._log_prob_buffer[:size].view(shape)
 
     def _run_prefix(self, tokens: Sequence[int]) -> Any:
         torch = self.torch

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..modeling import LoadOptions, ModelRef, gguf_of
+from .base import Workspace
 
 # The architectures read here, by config.json's model_type, and the class name each must declare.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -181,7 +181,7 @@ class NativeTokenizer:
 @dataclass
 class Output:
     """A forward's result, named as transformers names it. Logits of kept positions computed on the
-    workspace (see `_classes`' Workspace) live in its buffer: read them before the next forward."""
+    workspace (`base.Workspace`) live in its buffer: read them before the next forward."""
 
     logits: Any
 
@@ -248,32 +248,6 @@ def _classes() -> Any:
         if layer.bias is None:
             return torch.mm(x, layer.weight.t(), out=out)
         return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
-
-    class Workspace:
-        """Named buffers that each forward pass writes its wide activations into, made on first use.
-
-        A pass that allocates its activations and frees them layer by layer leaves glibc's heap laid
-        out a little differently every time, as other, smaller blocks (each prompt's attention) land in
-        the holes: now and then a pass finds no hole for a block and the heap grows, so a run's peak
-        memory steps up with its number of passes. With every wide activation in a buffer kept from
-        pass to pass the heap sees only small blocks during a pass. Each buffer grows to the largest
-        pass it has served; a smaller pass gets a contiguous view of its first elements.
-        """
-
-        def __init__(self) -> None:
-            self._buffers: dict[str, torch.Tensor] = {}
-
-        def __call__(self, name: str, *shape: int) -> torch.Tensor:
-            size = math.prod(shape)
-            buffer = self._buffers.get(name)
-            if buffer is None or buffer.numel() < size:
-                self._buffers.pop(name, None)
-                buffer = None  # the smaller one is freed before the larger is made
-                buffer = self._buffers[name] = torch.empty(size)
-            return buffer[:size].view(shape)
-
-        def nbytes(self) -> int:
-            return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
     class Attention(torch.nn.Module):
         is_causal = True  # read by `packing.attention`
@@ -414,7 +388,7 @@ def _classes() -> Any:
                 self.lm_head = linear(weights, "lm_head")
             steps = torch.arange(0, spec.head_dim, 2, dtype=torch.int64).float()
             self.register_buffer("inv_freq", 1.0 / (spec.rope_theta ** (steps / spec.head_dim)), persistent=False)
-            # Kept from pass to pass where the layers run on the BLAS (see Workspace).
+            # Kept from pass to pass where the layers run on the BLAS (see base.Workspace).
             self.workspace = Workspace()
 
         def get_input_embeddings(self) -> Any:
@@ -463,7 +437,7 @@ def _classes() -> Any:
                     h = layer(h, cos, sin)
                 h = self.model.norm(last(h, cos, sin, kept))
             if kept is not None:
-                if on_workspace and plain_linear(self.lm_head):  # the logits too (see Workspace)
+                if on_workspace and plain_linear(self.lm_head):  # the logits too
                     logits = linear_into(h, self.lm_head, work("logits", h.shape[0], self.lm_head.out_features))
                     return Output(logits.view(rows, -1, logits.shape[-1]))
                 return Output(self.lm_head(h.view(rows, -1, h.shape[-1])))

@@ -28,8 +28,8 @@ from typing import Any, Iterator, Sequence
 # The attention function's name in transformers' registry. It has no mask function of its own, so a
 # model builds no attention mask for a packed pass (the segments below take its place).
 ATTENTION = "nli_eval_packed"
-# A pass holds a whole number of a gated MLP's 1,024-position chunks (cpu_linear.MLP_CHUNK), so
-# every chunk of a full pass has one shape.
+# A pass holds a whole number of 1,024-token blocks: the packed gated MLP's chunk
+# (cpu_linear.MLP_CHUNK), half the BLAS one, so every chunk of a full pass has one shape.
 ROUND = 1024
 # A part-filled pass runs on a multiple of this many tokens.
 PART_STEP = 64
