@@ -8,6 +8,8 @@ import hashlib
 import json
 import sys
 import time
+from array import array
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,15 +27,17 @@ from .modeling import (LoadOptions, collector_paused, count_from_headers, finger
                        gguf_of, loading_bars_off, resolve, resolve_device, torch_dtype)
 from .prompts import PromptBuilder, ShotSampler
 from .results import ModelRecord, RunRecord, now, package_versions, write_results, write_samples
+from .scoresheet import ScoreSheet
+from .spill import SpilledExamples
 from .taskspec import Catalog, TaskVariant, catalog_with
 from .templates import Template, resolve_template
 from .types import NLIExample, Prediction, Prompt
 
 
-# Prompts are built, encoded and scored this many examples at a time: a large split's prompts and
-# token ids (about 6 KB an example at 5 shots) are never all in memory at once. Within a chunk the
-# batches are still sorted by length, so a chunk this size keeps padding as low as one pass over all.
-STREAM_CHUNK = 2048
+# Examples are read back, prompted, encoded and scored this many at a time: whatever a run's length,
+# it holds one window's prompts and token ids (about 6 KB an example at 5 shots) besides the model.
+# Packed passes are planned per window; a window's last pass runs only the tokens it holds.
+STREAM_WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,40 @@ class RunConfig:
 @dataclass(frozen=True)
 class PreparedTask:
     task: TaskVariant
-    data: LoadedSplit
-    examples: tuple[NLIExample, ...]
+    split: str
+    source: str
+    examples: SpilledExamples  # in a temporary file: a run does not hold its examples while it scores
+    order: array  # places in `examples` in the order they are scored (`scoring_order`)
     template: Template
     pool: tuple[NLIExample, ...]
     same_split: bool
+
+
+@dataclass(frozen=True)
+class ScoredTask:
+    """One task and shot count scored by a model: what is needed to build its result once the model
+    is released."""
+    prep: PreparedTask
+    k: int
+    key: CacheKey
+    done: dict[str, tuple[dict[Label, float], bool]]  # read from the cache
+    mine: Sequence[int]  # places in prep.examples this process scored
+    sheet: ScoreSheet  # their scores, by place in `mine`
+    seconds: float
+    scoring_seconds: float
+    tokens: int
+
+
+def scoring_order(examples: Sequence[NLIExample]) -> array:
+    """Places of `examples` in the order they are scored: those with a premise of their own as they
+    come, then those sharing one, grouped by it, so that packed prompts run their common start once."""
+    count = Counter(ex.premise for ex in examples)
+
+    def place(i: int) -> tuple[bool, str, int]:
+        premise = examples[i].premise
+        return (True, premise, i) if count[premise] > 1 else (False, "", i)
+
+    return array("q", sorted(range(len(examples)), key=place))
 
 
 def predict(scores: Mapping[Label, float], space: LabelSpace) -> Label:
@@ -127,7 +160,8 @@ class Runner:
         same_split = False
         if any(k > 0 for k in cfg.shots):
             pool, same_split = self._shot_pool(task, data)
-        return PreparedTask(task, data, examples, template, pool, same_split)
+        return PreparedTask(task, data.split, data.source, SpilledExamples(examples), scoring_order(examples),
+                            template, pool, same_split)
 
     def _shot_pool(self, task: TaskVariant, data: LoadedSplit) -> tuple[tuple[NLIExample, ...], bool]:
         cfg = self.config
@@ -144,7 +178,7 @@ class Runner:
 
     # -- one model ------------------------------------------------------------------------
     def run(self) -> RunRecord:
-        from .backends.base import steady_heap
+        from .backends.base import return_freed_memory, steady_heap
         from .backends.cpu_linear import bound_kernel_caches
 
         bound_kernel_caches()  # before any model loads; a no-op if this process has run oneDNN already
@@ -153,9 +187,16 @@ class Runner:
         cfg = self.config
         started = time.perf_counter()
         with notice.policy(strict=cfg.strict, quiet=not self.ranks.is_main) as warnings:
-            prepared = [self.prepare(name) for name in self.catalog.expand(list(cfg.tasks))]
-            last = len(cfg.models) - 1
-            records = [self.run_model(spec, prepared, last=i == last) for i, spec in enumerate(cfg.models)]
+            prepared = []
+            try:
+                for name in self.catalog.expand(list(cfg.tasks)):
+                    prepared.append(self.prepare(name))
+                    return_freed_memory()  # the split as read is gone: its pages go back, not to the model
+                last = len(cfg.models) - 1
+                records = [self.run_model(spec, prepared, last=i == last) for i, spec in enumerate(cfg.models)]
+            finally:
+                for prep in prepared:
+                    prep.examples.close()
         interrupts.check()  # results.json is written only for a run nobody stopped
         record = RunRecord(
             created=now(), nli_eval_version=__version__, versions=package_versions(),
@@ -220,16 +261,19 @@ class Runner:
                 interrupts.check()
             return holder["backend"]
 
-        results: list[TaskResult] = []
+        scored: list[ScoredTask] = []
         try:
             for prep in prepared:
                 for k in cfg.shots:
-                    results.append(self.run_task(ref.label, cached_as, prep, k, backend))
+                    scored.append(self.score_task(ref.label, cached_as, prep, k, backend))
         finally:
             if "backend" in holder:
                 if self.owns_process and not last:
                     gc.unfreeze()
                 holder["backend"].close()
+        # Predictions are built once the model is released: a long run's per-example records never
+        # sit beside the weights and activations, where they would raise the process's peak.
+        results = [self.finish_task(ref.label, s) for s in scored]
         params = holder.get("params") or count_from_headers(ref)
         ran = holder.get("ran") or self.cache.model_info(cached_as)  # a model never loaded ran in an earlier run
         details = ran.get("details")
@@ -280,10 +324,11 @@ class Runner:
         t = prep.template
         template_id = repr((t.instruction, t.query, sorted((l.value, w) for l, w in t.answers.items()),
                             t.target_delimiter, t.fewshot_delimiter))
-        return CacheKey(fp, prep.task.name, prep.data.split + ":" + prep.data.source, template_id, k,
+        return CacheKey(fp, prep.task.name, prep.split + ":" + prep.source, template_id, k,
                         self.config.seed, self.config.sampling if k else "-", self.config.backend.kind)
 
-    def run_task(self, label: str, fp: str, prep: PreparedTask, k: int, backend: Callable[[], Any]) -> TaskResult:
+    def score_task(self, label: str, fp: str, prep: PreparedTask, k: int, backend: Callable[[], Any]) -> ScoredTask:
+        """Score what the cache lacks of one task at k shots, a window of examples at a time."""
         cfg = self.config
         started = time.perf_counter()
         key = self.cache_key(fp, prep, k)
@@ -292,12 +337,19 @@ class Runner:
         # key's journal until all have read it (a fast rank's first batches made a slow rank's list
         # shorter, and examples between the two shardings were scored by no one).
         self.ranks.barrier()
-        wanted = {ex.id for ex in prep.examples}
-        done = {i: s for i, s in cached.items() if i in wanted}
-        todo = [ex for ex in prep.examples if ex.id not in done]
+        done: dict[str, tuple[dict[Label, float], bool]] = {}
+        todo = prep.order
+        if cached:
+            is_done = bytearray(len(prep.examples))
+            for i, ex in enumerate(prep.examples):
+                if ex.id in cached:
+                    done[ex.id] = cached[ex.id]
+                    is_done[i] = 1
+            todo = array("q", (i for i in prep.order if not is_done[i]))
+        del cached
         start, stop = self.ranks.shard(len(todo))
         mine = todo[start:stop]
-        fresh: dict[str, tuple[dict[Label, float], bool]] = {}
+        sheet = ScoreSheet(len(mine))
         scoring_seconds, tokens = 0.0, 0
         if mine:
             sampler = ShotSampler(prep.pool, prep.task.name, cfg.seed, cfg.sampling, prep.same_split)
@@ -316,35 +368,47 @@ class Runner:
                 progress.update(len(batch))
                 interrupts.check()  # after the batch is journaled: stopping here loses nothing
 
+            # The windows are one stream of alike prompts: planned alike, a shared prefix run once.
+            streaming = model.stream() if hasattr(model, "stream") else nullcontext()
             try:
-                for first in range(0, len(mine), STREAM_CHUNK):
-                    chunk = mine[first:first + STREAM_CHUNK]
-                    prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in chunk]
-                    for p, s in zip(prompts, model.score(prompts, on_batch=on_batch)):
-                        fresh[p.example.id] = (dict(s), p.truncated)
-                    del prompts  # before the next chunk's are built, not after
+                with streaming:
+                    for first in range(0, len(mine), STREAM_WINDOW):
+                        window = prep.examples.take(mine[first:first + STREAM_WINDOW])
+                        prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in window]
+                        for j, (p, s) in enumerate(zip(prompts, model.score(prompts, on_batch=on_batch))):
+                            sheet.put(first + j, s, p.truncated)
+                        del window, prompts  # before the next window's are built, not after
             finally:
                 progress.close()
             scoring_seconds = time.perf_counter() - scoring_started
             tokens = getattr(model, "tokens_run", 0) - tokens_before
+        return ScoredTask(prep, k, key, done, mine, sheet, time.perf_counter() - started, scoring_seconds, tokens)
+
+    def finish_task(self, label: str, scored: ScoredTask) -> TaskResult:
+        """Predictions, metrics and the samples file of a scored task (the model is released by now)."""
+        started = time.perf_counter()
+        prep, k = scored.prep, scored.k
+        fresh: dict[str, tuple[dict[Label, float], bool]] = {}
+        for j, ex in enumerate(prep.examples.take(scored.mine)):
+            got = scored.sheet.get(j)
+            if got is not None:
+                fresh[ex.id] = got
         for part in self.ranks.gather(fresh):
             fresh.update(part)
         self.scored_all += len(fresh)
         predictions = []
         for ex in prep.examples:
-            if ex.id in fresh:
-                scores, truncated = fresh[ex.id]
-            else:
-                scores, truncated = done[ex.id]
+            scores, truncated = fresh[ex.id] if ex.id in fresh else scored.done[ex.id]
             predictions.append(Prediction(ex.id, ex.label, predict(scores, prep.task.label_space), scores,
                                           truncated, ex.meta))
         n_cut = sum(p.truncated for p in predictions)
         if n_cut:
             notice.warn(f"{label} {prep.task.name} {k}-shot: {n_cut} prompts were cut to fit the model's context")
-        result = compute(predictions, task=prep.task.name, split=prep.data.split, shots=k,
+        seconds = scored.seconds + time.perf_counter() - started
+        result = compute(predictions, task=prep.task.name, split=prep.split, shots=k,
                          template=prep.template.name, space=prep.task.label_space, breakdown=prep.task.breakdown,
-                         source=prep.data.source, seconds=round(time.perf_counter() - started, 3),
-                         scoring_seconds=round(scoring_seconds, 3), tokens=tokens)
+                         source=prep.source, seconds=round(seconds, 3),
+                         scoring_seconds=round(scored.scoring_seconds, 3), tokens=scored.tokens)
         if self.out_dir is not None and self.ranks.is_main:
             write_samples(self.out_dir, label, prep.task.name, k, predictions)
         return result

@@ -101,7 +101,7 @@ def test_prompts_stream_through_in_chunks_with_the_same_results(sampling, tiny_l
         return out
 
     monkeypatch.setattr(CausalLMBackend, "score", counting)
-    monkeypatch.setattr(runner, "STREAM_CHUNK", 7)
+    monkeypatch.setattr(runner, "STREAM_WINDOW", 7)
     chunked = tmp_path / "chunked"
     run(tiny_llama, anli_hub, shots=(0, 2), sampling=sampling, output_dir=str(chunked))
     assert [n for n, _ in calls] == [7, 7, 7, 7, 2] * 2  # 30 examples, at 0 and 2 shots

@@ -111,6 +111,10 @@ class Workspace:
             buffer = self._buffers[name] = torch.empty(size)
         return buffer[:size].view(shape)
 
+    def existing(self, name: str) -> Any:
+        """The whole buffer `name` as made so far (flat), or None before its first use."""
+        return self._buffers.get(name)
+
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
 

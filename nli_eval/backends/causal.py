@@ -9,11 +9,12 @@ context move into the continuation, and context+continuation is encoded together
 
 from __future__ import annotations
 
+import contextlib
 import math
 from array import array
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ModelError
 from ..labels import Label
@@ -92,6 +93,9 @@ class CausalLMBackend:
         self._encoded: dict[tuple[str, str, tuple[str, ...]], Encoded] = {}
         self._options: dict[tuple, Mapping[Label, tuple[int, ...]]] = {}  # label word ids, shared by prompts
         self._pass_tokens: int | None = None  # a pass's tokens, once running out of memory has lowered it
+        # Within `stream()`: the first window's pass size and the last shared few-shot prefix's keys
+        # and values, for the windows after it.
+        self._stream: dict[str, Any] | None = None
         extra = {"add_bos": str(self.bos is not None), **self._adopt(model)}
         total, non_emb = params or (None, None)
         self.info = BackendInfo(
@@ -204,6 +208,19 @@ class CausalLMBackend:
         return self.encode([prompt])[0].length <= self.max_length
 
     # -- scoring --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        """Calls of `score` inside are windows of one stream of alike prompts (a task at k shots): the
+        first window's pass size holds for all of them, so the buffers a long stream needs are those of
+        a short one, and a few-shot prefix shared across windows runs once."""
+        self._stream = {}
+        try:
+            yield
+        finally:
+            self._stream = None
+            if self.device.type == "cpu":
+                return_freed_memory()
+
     def score(self, prompts: Sequence[Prompt], on_batch: BatchCallback | None = None) -> list[dict[Label, float]]:
         encoded = self.encode(prompts)
         results: list[dict[Label, float] | None] = [None] * len(prompts)
@@ -240,8 +257,7 @@ class CausalLMBackend:
                      results: list, on_batch: BatchCallback | None) -> None:
         # Longest first: the first batch shows at once whether the batch size fits in memory.
         order = sorted(idx, key=lambda i: -encoded[i].length)
-        prefix_cache = self._run_prefix(encoded[order[0]].context[:shared]) if shared else None
-        self.tokens_run += shared
+        prefix_cache = self._prefix(encoded[order[0]].context[:shared]) if shared else None
         size = self._resolve_batch_size([encoded[i] for i in order[:1]])
         lengths = [encoded[i].length - shared for i in order]
         # A pass holds at most `size` prompts of the typical (90th-percentile) length in tokens, so the
@@ -282,7 +298,12 @@ class CausalLMBackend:
         lengths = {i: len(encoded[i].context) for i in idx}
         longest = max(lengths.values())
         size = self.batch_size if isinstance(self.batch_size, int) else None
-        tokens = max(self._pass_tokens or capacity(size, list(lengths.values())), round_up(longest, HALVING_STEP))
+        planned = self._stream.get("tokens") if self._stream is not None else None
+        if planned is None:
+            planned = capacity(size, list(lengths.values()))
+            if self._stream is not None:
+                self._stream["tokens"] = planned
+        tokens = max(self._pass_tokens or planned, round_up(longest, HALVING_STEP))
         todo = list(idx)
         while todo:
             # The token buffers are made once a plan and refilled: a pass allocates what the model does.
@@ -316,11 +337,13 @@ class CausalLMBackend:
                 todo = [i for i in todo if i not in done]
                 if on_batch is not None:
                     on_batch([prompts[i] for i in batch_idx], scores)
-        # Not after every pass: passes of one width reuse the blocks the first ones left in the heap,
-        # so its high-water mark is set in the first few passes and a long run peaks no higher than a
-        # short one. Returned after every pass, each pass lays its blocks out afresh and a run's peak
-        # is the worst of as many layouts as it has passes (1,000 examples peaked 0.3% over 100).
-        return_freed_memory()
+        # Not after every pass, nor every window of a stream: passes of one width reuse the blocks the
+        # first ones left in the heap, so its high-water mark is set in the first few passes and a long
+        # run peaks no higher than a short one. Returned after every pass, each pass lays its blocks
+        # out afresh and a run's peak is the worst of as many layouts as it has passes (1,000 examples
+        # peaked 0.3% over 100).
+        if self._stream is None:
+            return_freed_memory()
 
     def _score_pass(self, batch: list[tuple[int, list[Encoded]]], ids: Any, positions: Any) -> list[dict[Label, float]]:
         """One packed pass: each unit of `batch` (the tokens its prompts share, and the prompts) laid
@@ -357,6 +380,17 @@ class CausalLMBackend:
             logp = torch.log_softmax(logits, dim=-1, out=self._scratch("log_probs", *logits.shape))
             picked = logp[: len(prompts)].gather(1, first).tolist()
         return [dict(zip(e.options, row)) for e, row in zip(prompts, picked)]
+
+    def _prefix(self, tokens: Sequence[int]) -> Any:
+        """The keys and values of a shared prefix: run once a stream when its windows share it."""
+        key = tuple(tokens)
+        if self._stream is not None and self._stream.get("prefix", ((), None))[0] == key:
+            return self._stream["prefix"][1]
+        cache = self._run_prefix(tokens)
+        self.tokens_run += len(tokens)
+        if self._stream is not None:
+            self._stream["prefix"] = (key, cache)
+        return cache
 
     def _run_prefix(self, tokens: Sequence[int]) -> Any:
         torch = self.torch

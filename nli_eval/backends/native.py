@@ -290,7 +290,9 @@ def _classes() -> Any:
             k = _rotate(k, cos, sin, out=work("rotated_key", *k.shape))
             attended = work("attended", rows, width, q.shape[1], self.head_dim)
             if self.config._attn_implementation == packing.ATTENTION:
-                packing.attention(self, q, k, v, None, scaling=self.scaling, out=attended)
+                # The MLP's gate buffer is idle during attention (made by the first layer's MLP).
+                packing.attention(self, q, k, v, None, scaling=self.scaling, out=attended,
+                                  scratch=work.existing("gate"))
             else:
                 attended.copy_(F.scaled_dot_product_attention(q, k, v, is_causal=width > 1, scale=self.scaling,
                                                               enable_gqa=self.grouped).transpose(1, 2))

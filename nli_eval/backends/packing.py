@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -148,13 +149,15 @@ def plan(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
-              dropout: float = 0.0, sliding_window: int | None = None, out: Any = None,
+              dropout: float = 0.0, sliding_window: int | None = None, out: Any = None, scratch: Any = None,
               **kwargs: Any) -> tuple[Any, None]:
     """Causal attention within each segment of a packed row (transformers' attention-function signature).
 
     query [1, heads, tokens, dim], key and value [1, kv heads, tokens, dim]; returns [1, tokens, heads,
     dim] as the model's own attention functions do, written into `out` when given. Positions past the
     last segment (the padding of a pass the prompts do not fill) attend to nothing and come out as zeros.
+    `scratch`, a flat float buffer idle meanwhile, takes the queries, keys and values joined for a prompt that
+    shares a start: no new blocks, so a run that shares peaks no higher than one that does not.
     """
     import torch
     import torch.nn.functional as F
@@ -170,31 +173,48 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     for start, end, shared_start, shared_end in _segments:
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         shared = shared_end - shared_start
-        if shared:  # a prompt's rest sees the shared start before it, then itself causally
-            k = torch.cat([key[:, :, shared_start:shared_end], k], dim=2)
-            v = torch.cat([value[:, :, shared_start:shared_end], v], dim=2)
-        if shared or (sliding_window and end - start > sliding_window):
-            mask = _mask(shared, end - start, sliding_window or 0, query.device)
+        if shared:
+            # A prompt's rest runs as the whole prompt would: the shared start's queries, keys and
+            # values joined before its own, plain causal attention, and the rest's rows kept. The same
+            # kernel on the same shapes as a prompt alone, and no blocks of other sizes.
+            q, k, v = _joined([(whole[:, :, shared_start:shared_end], part)
+                               for whole, part in ((query, q), (key, k), (value, v))], scratch)
+        if sliding_window and end - start + shared > sliding_window:
+            mask = _mask(end - start + shared, sliding_window, query.device)
             done = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=grouped)
         else:
             done = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=grouped)
-        out[:, start:end] = done.transpose(1, 2)
+        out[:, start:end] = done[:, :, shared:].transpose(1, 2)
     last = _segments[-1][1] if _segments else 0
     if last < tokens:
         out[:, last:].zero_()
     return out, None
 
 
-@functools.lru_cache(maxsize=None)  # emptied when the pass ends (see `packed`)
-def _mask(shared: int, length: int, window: int, device: Any) -> Any:
-    """Which keys each of `length` queries sees: query i sits at position shared + i and sees the keys
-    at or before it, and within a sliding window (0: none) only the window - 1 before it
-    (transformers' window). Made once a pass, for its every layer and every prompt of that shape."""
+def _joined(pairs: list[tuple[Any, Any]], scratch: Any) -> list[Any]:
+    """Each pair of tensors joined along the positions, one after another in `scratch` when all fit."""
     import torch
 
-    gap = (torch.arange(shared, shared + length, device=device).unsqueeze(1)
-           - torch.arange(shared + length, device=device).unsqueeze(0))
-    return (gap >= 0) & (gap < window) if window else gap >= 0
+    shapes = [(*a.shape[:2], a.shape[2] + b.shape[2], a.shape[3]) for a, b in pairs]
+    sizes = [math.prod(shape) for shape in shapes]
+    if scratch is None or scratch.dtype != pairs[0][0].dtype or scratch.numel() < sum(sizes):
+        return [torch.cat(pair, dim=2) for pair in pairs]
+    out, at = [], 0
+    for pair, shape, size in zip(pairs, shapes, sizes):
+        out.append(torch.cat(pair, dim=2, out=scratch[at:at + size].view(shape)))
+        at += size
+    return out
+
+
+@functools.lru_cache(maxsize=None)  # emptied when the pass ends (see `packed`)
+def _mask(length: int, window: int, device: Any) -> Any:
+    """Which keys each of `length` queries sees: those at or before it and within the sliding window,
+    the window - 1 before it (transformers' window). Made once a pass, for its every layer and every
+    prompt of that length."""
+    import torch
+
+    gap = torch.arange(length, device=device).unsqueeze(1) - torch.arange(length, device=device).unsqueeze(0)
+    return (gap >= 0) & (gap < window)
 
 
 @contextlib.contextmanager
