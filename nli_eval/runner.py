@@ -361,9 +361,13 @@ class Runner:
             builder = PromptBuilder(prep.template, prep.task.label_space)
             progress = Progress(cfg.progress, len(mine), f"{label} {prep.task.name} {k}-shot")
 
+            place: dict[int, int] = {}  # id of a prompt handed to the model and not yet scored -> its place
+
             def on_batch(batch: Sequence[Prompt], scores: Sequence[Mapping[Label, float]]) -> None:
                 self.cache.append(key, self.ranks.rank, [p.example.id for p in batch], scores,
                                   [p.truncated for p in batch])
+                for p, s in zip(batch, scores):
+                    sheet.put(place.pop(id(p)), s, p.truncated)
                 self.scored += len(batch)
                 progress.update(len(batch))
                 interrupts.check()  # after the batch is journaled: stopping here loses nothing
@@ -375,8 +379,11 @@ class Runner:
                     for first in range(0, len(mine), STREAM_WINDOW):
                         window = prep.examples.take(mine[first:first + STREAM_WINDOW])
                         prompts = [builder.fit(ex, sampler.draw(ex, k), model.fits) for ex in window]
-                        for j, (p, s) in enumerate(zip(prompts, model.score(prompts, on_batch=on_batch))):
-                            sheet.put(first + j, s, p.truncated)
+                        place.update((id(p), first + j) for j, p in enumerate(prompts))
+                        # Scores reach the sheet through on_batch, some of a window's in a later call.
+                        for p, s in zip(prompts, model.score(prompts, on_batch=on_batch)):
+                            if s is not None and id(p) in place:  # a backend that reports no batches
+                                sheet.put(place.pop(id(p)), s, p.truncated)
                         del window, prompts  # before the next window's are built, not after
             finally:
                 progress.close()

@@ -346,3 +346,22 @@ def test_the_command_line_steadies_the_heap_and_a_library_run_does_not(tiny_llam
                         output_dir=str(tmp_path / str(owns)), progress=False, backend=BackendOptions(batch_size=4))
         Runner(cfg, owns_process=owns).run()
         assert len(calls) == int(owns)
+
+
+def test_a_streams_windows_pack_across_their_ends(tiny_llama):
+    """In a stream a window's last pass waits for the next window's prompts: fewer passes than
+    windows, every prompt scored once (through on_batch), the scores of one call over all."""
+    model, tok = load(tiny_llama)
+    prompts = zero_shot(40)
+    backend = CausalLMBackend(model, tok, name="t", batch_size=8, cpu_kernels=False)
+    want = backend.score(prompts)
+    shapes = recorded_passes(model)
+    got: dict[int, dict] = {}
+    with backend.stream():
+        for first in range(0, 40, 6):
+            returned = backend.score(prompts[first:first + 6],
+                                     on_batch=lambda batch, scores: got.update(zip(map(id, batch), scores)))
+            assert len(returned) == len(prompts[first:first + 6])
+    assert len(got) == 40 and len(shapes) < 7
+    for p, w in zip(prompts, want):
+        assert all(got[id(p)][label] == pytest.approx(w[label], abs=2e-4) for label in w)

@@ -114,3 +114,12 @@ def test_predictions_are_built_after_the_model_is_released(tiny_llama, anli_hub,
                         lambda self, *a: (events.append("finish"), finish(self, *a))[1])
     run(tiny_llama, anli_hub, shots=(0, 2), output_dir=str(tmp_path / "out"))
     assert events == ["close", "finish", "finish"]
+
+
+def test_a_pass_holds_no_more_prompts_than_asked():
+    from nli_eval.backends import packing
+
+    assert packing.plan([10] * 5, 100, [2] * 5, 4) == [[0, 1], [2, 3], [4]]
+    assert packing.plan([10] * 5, 100, [2] * 5) == [[0, 1, 2, 3, 4]]
+    assert packing.plan([10, 10], 100, [7, 1], 4) == [[0], [1]]  # a unit of more prompts runs alone
+

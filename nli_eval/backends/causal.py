@@ -212,18 +212,29 @@ class CausalLMBackend:
     def stream(self) -> Iterator[None]:
         """Calls of `score` inside are windows of one stream of alike prompts (a task at k shots): the
         first window's pass size holds for all of them, so the buffers a long stream needs are those of
-        a short one, and a few-shot prefix shared across windows runs once."""
+        a short one, and a few-shot prefix shared across windows runs once. A window's last packed pass,
+        mostly part full, waits to be packed with the next window's prompts (the last one's runs as the
+        stream ends): its prompts' scores reach `on_batch` then, and `score` returns None for them."""
         self._stream = {}
         try:
             yield
+            if self._stream.get("held"):  # the prompts held back from the last window's last pass
+                self._stream["ending"] = True
+                self.score([], self._stream["on_batch"])
         finally:
             self._stream = None
-            if self.device.type == "cpu":
-                return_freed_memory()
+            return_freed_memory()
 
     def score(self, prompts: Sequence[Prompt], on_batch: BatchCallback | None = None) -> list[dict[Label, float]]:
         encoded = self.encode(prompts)
         results: list[dict[Label, float] | None] = [None] * len(prompts)
+        held = self._stream.pop("held", []) if self._stream is not None else []
+        if self._stream is not None:
+            self._stream["on_batch"] = on_batch
+        if held:  # scored with these; their results go to `on_batch` alone
+            prompts = [p for p, _ in held] + list(prompts)
+            encoded = [e for _, e in held] + encoded
+            results = [None] * len(held) + results
         # Prompts sharing a few-shot prefix (--fewshot-sampling fixed) run that prefix once.
         # Prompts with a prefix of their own (per-example shots) are batched together as plain prompts.
         shared_by = Counter(p.prefix for p in prompts) if self.reuse_prefix else Counter()
@@ -240,10 +251,10 @@ class CausalLMBackend:
                     self._use_transformers_model()
                 self._score_group(prompts, encoded, idx, shared, results, on_batch)
         # Encodings are kept from `fits` to here; once scored they are not needed again, and the
-        # runner's next chunk of prompts brings its own.
+        # runner's next window of prompts brings its own (held prompts keep theirs).
         self._encoded.clear()
         self._options.clear()
-        return results  # type: ignore[return-value]
+        return results[len(held):]  # type: ignore[return-value]
 
     def _shared_length(self, group: list[Encoded]) -> int:
         """Tokens every context of the group starts with (at least one token of each is left to run)."""
@@ -312,10 +323,22 @@ class CausalLMBackend:
             # Prompts starting alike run their shared start once (see packing.units).
             grouped = [Unit(tuple(todo[m] for m in u.members), u.shared, u.length)
                        for u in units([encoded[i].context for i in todo], tokens)]
-            for members in plan([u.length for u in grouped], tokens):
+            # Within a stream a pass holds no more prompts than the first window's passes needed rows
+            # for (in blocks of LOGIT_ROWS): its logits keep one size whatever the later windows hold.
+            rows = self._stream.get("rows") if self._stream is not None else None
+            passes = plan([u.length for u in grouped], tokens, [len(u.members) for u in grouped], rows)
+            if self._stream is not None and rows is None:
+                self._stream["rows"] = round_up(max(sum(len(grouped[m].members) for m in p) for p in passes),
+                                                LOGIT_ROWS)
+            for n, members in enumerate(passes):
                 batch = [grouped[m] for m in members]
                 batch_idx = [i for u in batch for i in u.members]
                 used = sum(u.length for u in batch)
+                if n == len(passes) - 1 and self._stream is not None and not self._stream.get("ending"):
+                    # The plan's last pass waits for the next window's prompts (see `stream`).
+                    self._stream["held"] = [(prompts[i], encoded[i]) for i in batch_idx]
+                    todo = []
+                    break
                 cut = pass_width(used, tokens)
                 try:
                     scores = self._score_pass([(u.shared, [encoded[i] for i in u.members]) for u in batch],

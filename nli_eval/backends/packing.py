@@ -126,25 +126,32 @@ def units(contexts: Sequence[Sequence[int]], capacity: int) -> list[Unit]:
     return out
 
 
-def plan(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+def plan(lengths: Sequence[int], capacity: int, counts: Sequence[int] | None = None,
+         most: int | None = None) -> list[list[int]]:
     """Indices of `lengths` grouped into passes of at most `capacity` tokens, longest first.
 
     First-fit decreasing: each prompt goes into the first pass with room left, so passes are full
-    except, mostly, the last. A prompt longer than `capacity` gets a pass of its own.
+    except, mostly, the last. A prompt longer than `capacity` gets a pass of its own. With `counts`
+    (prompts in each unit) and `most`, a pass also holds at most `most` prompts (a unit of more alone).
     """
+    counts = counts or [1] * len(lengths)
+    most = most or sum(counts)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     passes: list[list[int]] = []
     room: list[int] = []
+    held: list[int] = []
     for i in order:
         need = lengths[i]
         for p, left in enumerate(room):
-            if need <= left:
+            if need <= left and held[p] + counts[i] <= most:
                 passes[p].append(i)
                 room[p] -= need
+                held[p] += counts[i]
                 break
         else:
             passes.append([i])
             room.append(capacity - need)
+            held.append(counts[i])
     return passes
 
 
