@@ -78,7 +78,6 @@ class ScoredTask:
     is released."""
     prep: PreparedTask
     k: int
-    key: CacheKey
     done: dict[str, tuple[dict[Label, float], bool]]  # read from the cache
     mine: Sequence[int]  # places in prep.examples this process scored
     sheet: ScoreSheet  # their scores, by place in `mine`
@@ -389,7 +388,7 @@ class Runner:
                 progress.close()
             scoring_seconds = time.perf_counter() - scoring_started
             tokens = getattr(model, "tokens_run", 0) - tokens_before
-        return ScoredTask(prep, k, key, done, mine, sheet, time.perf_counter() - started, scoring_seconds, tokens)
+        return ScoredTask(prep, k, done, mine, sheet, time.perf_counter() - started, scoring_seconds, tokens)
 
     def finish_task(self, label: str, scored: ScoredTask) -> TaskResult:
         """Predictions, metrics and the samples file of a scored task (the model is released by now)."""

@@ -83,7 +83,6 @@ def return_freed_memory() -> None:
         trim(0)
 
 
-
 class Workspace:
     """Named float32 CPU buffers that pass after pass writes its wide tensors into, made on first use.
 
@@ -117,6 +116,7 @@ class Workspace:
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3

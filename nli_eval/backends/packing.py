@@ -163,8 +163,8 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     query [1, heads, tokens, dim], key and value [1, kv heads, tokens, dim]; returns [1, tokens, heads,
     dim] as the model's own attention functions do, written into `out` when given. Positions past the
     last segment (the padding of a pass the prompts do not fill) attend to nothing and come out as zeros.
-    `scratch`, a flat float buffer idle meanwhile, takes the queries, keys and values joined for a prompt that
-    shares a start: no new blocks, so a run that shares peaks no higher than one that does not.
+    `scratch`, a flat float buffer idle meanwhile, takes the queries, keys and values joined for a
+    prompt that shares a start: no new blocks, so a run that shares peaks no higher than one that does not.
     """
     import torch
     import torch.nn.functional as F
