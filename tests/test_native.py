@@ -73,9 +73,9 @@ def test_logits_match_transformers(shape, request):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_workspace_forward_gives_the_module_forwards_bits(shape, request, monkeypatch):
     """With the BLAS kernels (chunked MLPs) every wide activation goes to buffers kept from pass to pass:
-    the logits are the module-by-module forward's bit for bit, on padded rows and on a packed row,
-    whole or at kept positions, for passes smaller and larger than the buffers; a hook on an MLP turns
-    the buffers off."""
+    the logits are the module-by-module forward's bit for bit, on padded rows and on a packed row, for
+    passes smaller and larger than the buffers (at kept positions to rounding: the last layer attends
+    from those alone); a hook on an MLP turns the buffers off."""
     import torch
 
     from nli_eval.backends.cpu_linear import chunk_gated_mlps
@@ -114,7 +114,8 @@ def test_the_workspace_forward_gives_the_module_forwards_bits(shape, request, mo
     with monkeypatch.context() as patch:
         patch.setattr(type(model), "_on_workspace", lambda self: False)
         want = passes()
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(got[i], want[i]) for i in (0, 2, 4, 5))
+    assert all(torch.allclose(got[i], want[i], atol=1e-5, rtol=1e-5) for i in (1, 3))
     # Kept positions run their last MLP and projection on fewer rows: the BLAS may sum in another order.
     assert torch.allclose(got[1], want[0][torch.arange(3).unsqueeze(1), keep_rows], atol=1e-5, rtol=1e-5)
     assert torch.allclose(got[3][0], want[2][0, keep_packed[0]], atol=1e-5, rtol=1e-5)

@@ -231,11 +231,11 @@ def test_running_out_of_memory_replans_smaller_passes_with_the_same_scores(tiny_
     real = backend._score_pass
     widths = []
 
-    def bounded(batch, ids, positions):
+    def bounded(batch, ids, positions, work=None):
         widths.append(ids.shape[1])
         if ids.shape[1] > limit:
             raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes")
-        return real(batch, ids, positions)
+        return real(batch, ids, positions, work)
 
     monkeypatch.setattr(backend, "_score_pass", bounded)
     got = backend.score(prompts)
@@ -246,7 +246,7 @@ def test_running_out_of_memory_replans_smaller_passes_with_the_same_scores(tiny_
     for g, w in zip(got, want):
         assert all(g[label] == pytest.approx(w[label], abs=2e-4) for label in w)
 
-    def never(batch, ids, positions):
+    def never(batch, ids, positions, work=None):
         raise MemoryError()
 
     monkeypatch.setattr(backend, "_score_pass", never)
@@ -279,12 +279,12 @@ def test_the_probe_turns_packing_off_when_prompts_would_see_each_other(tiny_llam
     assert not packing.packing_works(model)
 
     def without_shared_start(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        segments = packing._segments
-        packing._segments = [(start, end, 0, 0) for start, end, _, _ in segments]
+        segments = packing.running_segments()
+        packing._running.segments = [(start, end, 0, 0) for start, end, _, _ in segments]
         try:
             return original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
         finally:
-            packing._segments = segments
+            packing._running.segments = segments
 
     monkeypatch.setattr(packing, "attention", without_shared_start)
     assert not packing.packing_works(model)

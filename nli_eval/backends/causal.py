@@ -21,8 +21,8 @@ from ..labels import Label
 from ..types import Prompt
 from .base import (BackendInfo, BatchCallback, Workspace, is_out_of_memory, release_memory, return_freed_memory,
                    without_word_cache)
-from .packing import (HALVING_STEP, LOGIT_ROWS, Unit, capacity, common_start, packed, packing_works, pass_width, plan,
-                      round_up, units)
+from .packing import (HALVING_STEP, LOGIT_ROWS, PART_STEP, Unit, capacity, common_start, packed, packing_works,
+                      pass_width, plan, round_up, units)
 from .prefix_cache import batch_cache
 
 
@@ -68,7 +68,7 @@ class CausalLMBackend:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos: bool | None = None, dtype: str = "",
                  params: tuple[int, int] | None = None, reuse_prefix: bool = True,
-                 cpu_kernels: bool = True, pack_prompts: bool = True,
+                 cpu_kernels: bool = True, pack_prompts: bool = True, pass_workers: bool = True,
                  transformers_model: Callable[[], Any] | None = None) -> None:
         import torch
 
@@ -84,6 +84,7 @@ class CausalLMBackend:
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
         self._cpu_kernels, self._pack_prompts = cpu_kernels, pack_prompts
+        self._pass_workers = pass_workers  # a stream's packed passes two at a time (see workers.py)
         # For a model run by the native forward (native.py): the same weights through transformers,
         # loaded when a group of prompts needs a key/value cache, which that forward lacks.
         self._transformers_model = transformers_model
@@ -94,7 +95,7 @@ class CausalLMBackend:
         self._options: dict[tuple, Mapping[Label, tuple[int, ...]]] = {}  # label word ids, shared by prompts
         self._pass_tokens: int | None = None  # a pass's tokens, once running out of memory has lowered it
         # Within `stream()`: the first window's pass size and the last shared few-shot prefix's keys
-        # and values, for the windows after it.
+        # and values, for the windows after it; the prompts held for a later pass; the pass workers.
         self._stream: dict[str, Any] | None = None
         extra = {"add_bos": str(self.bos is not None), **self._adopt(model)}
         total, non_emb = params or (None, None)
@@ -111,6 +112,9 @@ class CausalLMBackend:
         self._mlp: Any = None  # the last layer's MLP, found on first use (after packing replaced it)
         # A packed pass's log-probabilities, one size every pass (see base.Workspace).
         self._scratch = Workspace()
+        # The pass workers' buffers (see `_start_workers`), kept from stream to stream; the first is
+        # the native forward's own, which its passes without workers use as well.
+        self._spaces: list[Workspace] = []
         self._cache_arg = cache_argument(model)
         native = getattr(model, "native", False)
         extra = {"forward": "native" if native else "transformers"}
@@ -214,21 +218,54 @@ class CausalLMBackend:
         first window's pass size holds for all of them, so the buffers a long stream needs are those of
         a short one, and a few-shot prefix shared across windows runs once. A window's last packed pass,
         mostly part full, waits to be packed with the next window's prompts (the last one's runs as the
-        stream ends): its prompts' scores reach `on_batch` then, and `score` returns None for them."""
+        stream ends): its prompts' scores reach `on_batch` then, and `score` returns None for them.
+        On a CPU with two threads or more, the native forward's packed passes run two at a time (see
+        workers.py): their scores too reach `on_batch` later, in this thread, and `score` returns None."""
         self._stream = {}
         try:
             yield
-            if self._stream.get("held"):  # the prompts held back from the last window's last pass
-                self._stream["ending"] = True
+            if self._stream.get("held") or self._stream.get("retry"):
+                self._stream["ending"] = True  # the prompts held back from the last window's passes
+                self.score([], self._stream["on_batch"])
+            self._stop_workers(final=True)
+            if self._stream.get("retry"):  # handed back by a worker's pass that ran out of memory
                 self.score([], self._stream["on_batch"])
         finally:
+            self._stop_workers(drain=False)
             self._stream = None
             return_freed_memory()
+
+    def _start_workers(self, on_batch: BatchCallback | None) -> Any:
+        """The stream's pass workers, started on its first packed pass where they apply, else None."""
+        stream = self._stream
+        if stream is None or on_batch is None:
+            return None
+        if "workers" not in stream:
+            from .workers import WORKERS, PassWorkers
+            native_cpu = getattr(self.model, "native", False) and self.device.type == "cpu"
+            use = self._pass_workers and native_cpu and self.torch.get_num_threads() >= 2
+            if use and len(self._spaces) < WORKERS:
+                self._spaces = [self.model.workspace] + [Workspace() for _ in range(WORKERS - 1)]
+            stream["workers"] = PassWorkers(self.torch, self._spaces) if use else None
+        return stream["workers"]
+
+    def _stop_workers(self, drain: bool = True, final: bool = False) -> None:
+        """Deliver (with `drain`) and stop the stream's pass workers: what runs next has every thread
+        (and with `final`, what runs for the rest of the stream)."""
+        workers = self._stream.pop("workers", None) if self._stream is not None else None
+        if final and self._stream is not None:
+            self._stream["workers"] = None
+        if workers is not None:
+            try:
+                if drain:
+                    workers.drain()
+            finally:
+                workers.close()
 
     def score(self, prompts: Sequence[Prompt], on_batch: BatchCallback | None = None) -> list[dict[Label, float]]:
         encoded = self.encode(prompts)
         results: list[dict[Label, float] | None] = [None] * len(prompts)
-        held = self._stream.pop("held", []) if self._stream is not None else []
+        held = self._stream.pop("held", []) + self._stream.pop("retry", []) if self._stream is not None else []
         if self._stream is not None:
             self._stream["on_batch"] = on_batch
         if held:  # scored with these; their results go to `on_batch` alone
@@ -247,6 +284,7 @@ class CausalLMBackend:
             if self.packing and not shared and single:
                 self._score_packed(prompts, encoded, idx, results, on_batch)
             else:
+                self._stop_workers()  # padded batches run on every thread
                 if getattr(self.model, "native", False) and (shared or not single):
                     self._use_transformers_model()
                 self._score_group(prompts, encoded, idx, shared, results, on_batch)
@@ -315,34 +353,55 @@ class CausalLMBackend:
             if self._stream is not None:
                 self._stream["tokens"] = planned
         tokens = max(self._pass_tokens or planned, round_up(longest, HALVING_STEP))
+        workers = self._start_workers(on_batch)
         todo = list(idx)
         while todo:
             # The token buffers are made once a plan and refilled: a pass allocates what the model does.
-            ids = torch.zeros((1, tokens), dtype=torch.long)
-            positions = torch.zeros((1, tokens), dtype=torch.long)
+            # (A worker keeps its own.)
+            if workers is None:
+                ids = torch.zeros((1, tokens), dtype=torch.long)
+                positions = torch.zeros((1, tokens), dtype=torch.long)
             # Prompts starting alike run their shared start once (see packing.units).
             grouped = [Unit(tuple(todo[m] for m in u.members), u.shared, u.length)
                        for u in units([encoded[i].context for i in todo], tokens)]
             # Within a stream a pass holds no more prompts than the first window's passes needed rows
             # for (in blocks of LOGIT_ROWS): its logits keep one size whatever the later windows hold.
             rows = self._stream.get("rows") if self._stream is not None else None
-            passes = plan([u.length for u in grouped], tokens, [len(u.members) for u in grouped], rows)
+            ending = self._stream is None or self._stream.get("ending")
+            width = tokens
+            if workers is not None and ending:
+                # The stream's last prompts: passes of one width, as many as the workers (or a multiple),
+                # so that the workers end together.
+                total, count, k = sum(u.length for u in grouped), sum(len(u.members) for u in grouped), workers.workers
+                n = k * max(-(-total // (k * tokens)), -(-count // (k * rows)) if rows else 1)
+                width = round_up(max(-(-total // n), max(u.length for u in grouped)), PART_STEP)
+            passes = plan([u.length for u in grouped], width, [len(u.members) for u in grouped], rows)
             if self._stream is not None and rows is None:
                 self._stream["rows"] = round_up(max(sum(len(grouped[m].members) for m in p) for p in passes),
                                                 LOGIT_ROWS)
+            # The plan's last pass waits for the next window's prompts (see `stream`); with workers, the
+            # one before it too when that keeps the passes they run an even number, so that the last two
+            # they run end together.
+            run = len(passes) if ending else len(passes) - 1
+            if workers is not None and not ending and run % 2:
+                run -= 1
             for n, members in enumerate(passes):
                 batch = [grouped[m] for m in members]
                 batch_idx = [i for u in batch for i in u.members]
                 used = sum(u.length for u in batch)
-                if n == len(passes) - 1 and self._stream is not None and not self._stream.get("ending"):
-                    # The plan's last pass waits for the next window's prompts (see `stream`).
-                    self._stream["held"] = [(prompts[i], encoded[i]) for i in batch_idx]
+                if n == run:
+                    self._stream["held"] = [(prompts[i], encoded[i]) for p in passes[run:] for u in p
+                                            for i in grouped[u].members]
                     todo = []
                     break
-                cut = pass_width(used, tokens)
+                cut = pass_width(used, tokens) if width == tokens else min(tokens, round_up(used, PART_STEP))
+                if workers is not None:
+                    self._submit_pass(workers, [(u.shared, [encoded[i] for i in u.members]) for u in batch],
+                                      [(prompts[i], encoded[i]) for i in batch_idx], used, tokens, cut, on_batch)
+                    continue
                 try:
                     scores = self._score_pass([(u.shared, [encoded[i] for i in u.members]) for u in batch],
-                                              ids[:, :cut], positions[:, :cut])
+                                              ids[:, :cut], positions[:, :cut], self._spaces[0] if self._spaces else None)
                 except (RuntimeError, MemoryError) as exc:
                     if not is_out_of_memory(exc):
                         raise
@@ -360,6 +419,8 @@ class CausalLMBackend:
                 todo = [i for i in todo if i not in done]
                 if on_batch is not None:
                     on_batch([prompts[i] for i in batch_idx], scores)
+            if workers is not None:
+                todo = []  # every pass is submitted; their scores arrive through on_batch
         # Not after every pass, nor every window of a stream: passes of one width reuse the blocks the
         # first ones left in the heap, so its high-water mark is set in the first few passes and a long
         # run peaks no higher than a short one. Returned after every pass, each pass lays its blocks
@@ -368,11 +429,48 @@ class CausalLMBackend:
         if self._stream is None:
             return_freed_memory()
 
-    def _score_pass(self, batch: list[tuple[int, list[Encoded]]], ids: Any, positions: Any) -> list[dict[Label, float]]:
+    def _submit_pass(self, workers: Any, batch: list[tuple[int, list[Encoded]]], pairs: list[tuple[Prompt, Encoded]],
+                     used: int, tokens: int, cut: int, on_batch: BatchCallback) -> None:
+        """`_score_pass` on a worker, in its own buffers; the scores reach `on_batch` here, later. A pass
+        that runs out of memory hands its prompts back to run again in passes half the size."""
+        torch = self.torch
+
+        def run() -> Any:
+            local = workers.local()
+            if local.get("tokens") != tokens:
+                local["tokens"] = tokens
+                local["ids"] = torch.zeros((1, tokens), dtype=torch.long)
+                local["positions"] = torch.zeros((1, tokens), dtype=torch.long)
+            try:
+                return self._score_pass(batch, local["ids"][:, :cut], local["positions"][:, :cut], local["work"])
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                return exc
+
+        def deliver(scores: Any) -> None:
+            if isinstance(scores, BaseException):
+                longest = max(len(e.context) for _, e in pairs)
+                smaller = round_up(tokens // 2, HALVING_STEP)
+                if smaller < longest or smaller >= tokens:
+                    raise ModelError(f"model {self.info.model} runs out of memory on a pass of {tokens} tokens "
+                                     f"holding a prompt of {longest}; finished examples are cached; try a "
+                                     f"smaller --max-length or a device with more memory") from None
+                self._pass_tokens = min(self._pass_tokens or tokens, smaller)
+                self._stream.setdefault("retry", []).extend(pairs)  # the stream's next call runs them
+                return
+            self.tokens_run += used
+            on_batch([p for p, _ in pairs], scores)
+
+        workers.submit(run, deliver)
+
+    def _score_pass(self, batch: list[tuple[int, list[Encoded]]], ids: Any, positions: Any,
+                    work: Workspace | None = None) -> list[dict[Label, float]]:
         """One packed pass: each unit of `batch` (the tokens its prompts share, and the prompts) laid
         out in the row `ids` as its shared start, then each prompt's rest (positions going on from the
         shared start; a unit of one prompt shares nothing and starts at 0), and padding after them.
-        Returns the prompts' scores in order."""
+        Returns the prompts' scores in order. `work`: the buffers of a worker thread (see workers.py),
+        for the log-probabilities and the native forward's activations."""
         torch = self.torch
         flat_ids, flat_positions = array("i"), array("i")
         segments: list[tuple[int, int, int, int]] = []
@@ -397,10 +495,11 @@ class CausalLMBackend:
         keep = torch.tensor([ends + ends[:1] * (round_up(len(ends), LOGIT_ROWS) - len(ends))])
         prompts = [e for _, members in batch for e in members]
         first = torch.tensor([[toks[0] for toks in e.options.values()] for e in prompts])
+        own = {} if work is None else {"workspace": work}  # only the native forward runs on workers
         with torch.inference_mode(), packed(self.model, segments):
-            out = self._forward(ids, keep, position_ids=positions, use_cache=False)
+            out = self._forward(ids, keep, position_ids=positions, use_cache=False, **own)
             logits = out.logits[0].float()
-            logp = torch.log_softmax(logits, dim=-1, out=self._scratch("log_probs", *logits.shape))
+            logp = torch.log_softmax(logits, dim=-1, out=(work or self._scratch)("log_probs", *logits.shape))
             picked = logp[: len(prompts)].gather(1, first).tolist()
         return [dict(zip(e.options, row)) for e, row in zip(prompts, picked)]
 
@@ -582,6 +681,7 @@ class CausalLMBackend:
             scores[r][label] += sum(float(logp[k, j, toks[j + 1]]) for j in range(len(toks) - 1))
 
     def close(self) -> None:
+        self._stop_workers(drain=False)
         self.model = None
         self._encoded.clear()
         self._options.clear()

@@ -446,11 +446,18 @@ def _chunked_mlp(mlp: Any) -> Any:
 
 def _gated_form(mlp: Any, form: Any) -> Any:
     """`form(mlp, activation)` with the activation whose output matches the module's own on a probe, or
-    None when none does (the module is not `down(act(gate(x)) * up(x))`)."""
+    None when none does (the module is not `down(act(gate(x)) * up(x))`). A module whose class names its
+    activation (`gated_activation`, nli-eval's own forward) is taken at its word."""
     import torch
 
     if mlp._forward_hooks or mlp._forward_pre_hooks or hasattr(mlp, "_hf_hook"):
         return None
+    known = getattr(type(mlp), "gated_activation", None)
+    if known in _ACTIVATIONS:
+        try:
+            return form(mlp, known)
+        except Exception:
+            return None
     x = torch.randn(2, 3, mlp.gate_proj.in_features, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         try:

@@ -265,7 +265,7 @@ def _classes() -> Any:
             k = self.k_proj(x).view(rows, width, -1, self.head_dim).transpose(1, 2)
             v = self.v_proj(x).view(rows, width, -1, self.head_dim).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            if self.config._attn_implementation == packing.ATTENTION:  # inside `packing.packed`
+            if packing.running_segments() is not None:  # inside `packing.packed`, in this thread
                 out, _ = packing.attention(self, q, k, v, None, scaling=self.scaling)
             else:  # right-padded rows: causal attention keeps the padding out of every real position
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=width > 1, scale=self.scaling,
@@ -289,7 +289,7 @@ def _classes() -> Any:
             q = _rotate(q, cos, sin, out=work("rotated_query", *q.shape))
             k = _rotate(k, cos, sin, out=work("rotated_key", *k.shape))
             attended = work("attended", rows, width, q.shape[1], self.head_dim)
-            if self.config._attn_implementation == packing.ATTENTION:
+            if packing.running_segments() is not None:
                 # The MLP's gate buffer is idle during attention (made by the first layer's MLP).
                 packing.attention(self, q, k, v, None, scaling=self.scaling, out=attended,
                                   scratch=work.existing("gate"))
@@ -297,6 +297,38 @@ def _classes() -> Any:
                 attended.copy_(F.scaled_dot_product_attention(q, k, v, is_causal=width > 1, scale=self.scaling,
                                                               enable_gqa=self.grouped).transpose(1, 2))
             return linear_into(attended.view(positions, -1), self.o_proj, out)
+
+        def kept_into(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, work: Workspace,
+                      shape: tuple[int, int], kept: list[int]) -> torch.Tensor:
+            """`forward_into`'s output at the flat positions `kept` alone [len(kept), hidden]: keys and
+            values for every position, the queries, attention and output projection for those only (in a
+            last layer nothing reads the others). Each kept position attends to what it would in the
+            whole pass: its row up to itself, or in a packed pass its prompt (shared start included)."""
+            (rows, width), positions = shape, x.shape[0]
+
+            def heads(name: str, layer: torch.nn.Linear) -> torch.Tensor:
+                flat = linear_into(x, layer, work(name, positions, layer.out_features))
+                return flat.view(rows, width, -1, self.head_dim).transpose(1, 2)
+
+            k, v = heads("key", self.k_proj), heads("value", self.v_proj)
+            k = _rotate(k, cos, sin, out=work("rotated_key", *k.shape))
+            at = torch.tensor(kept)
+            q = self.q_proj(x[at]).view(len(kept), -1, 1, self.head_dim)  # [kept, heads, 1, dim]
+            flat_cos, flat_sin = (t.reshape(rows * width, 1, 1, -1)[at] for t in (cos, sin))
+            q = _rotate(q, flat_cos, flat_sin)
+            segments = packing.running_segments()
+            attended = q.new_empty((len(kept), q.shape[1] * self.head_dim))
+            for j, flat in enumerate(kept):
+                row, position = divmod(flat, width)
+                if segments is None:
+                    keys, values = k[row:row + 1, :, :position + 1], v[row:row + 1, :, :position + 1]
+                else:  # one packed row: the segment holding the position, after its shared start
+                    start, _, shared_start, shared_end = next(seg for seg in segments if seg[0] <= position < seg[1])
+                    keys, values = (torch.cat((t[:, :, shared_start:shared_end], t[:, :, start:position + 1]), dim=2)
+                                    for t in (k, v))
+                attended[j] = F.scaled_dot_product_attention(q[j:j + 1], keys, values, scale=self.scaling,
+                                                             enable_gqa=self.grouped).reshape(-1)
+            return self.o_proj(attended)
 
     def mlp_into(mlp: Any, x: torch.Tensor, work: Workspace, out: torch.Tensor) -> torch.Tensor:
         """A chunked gated MLP (`cpu_linear.ChunkedGatedMLP`) on x [positions, hidden], its two wide
@@ -311,6 +343,9 @@ def _classes() -> Any:
         return out
 
     class MLP(torch.nn.Module):
+        # Its activation under oneDNN's name (F.silu): the CPU kernels take it without probing each layer.
+        gated_activation = ("swish", "")
+
         def __init__(self, weights: Mapping[str, torch.Tensor], name: str) -> None:
             super().__init__()
             for part in ("gate_proj", "up_proj", "down_proj"):
@@ -356,10 +391,13 @@ def _classes() -> Any:
             size = hidden.shape
             out = work("sublayer", *size)
             normed = self.input_layernorm(hidden, out=work("normed", *size))
-            hidden.add_(self.self_attn.forward_into(normed, cos, sin, work, shape, out))
             if kept is not None:
-                h = hidden[kept]
-                return self.mlp(self.post_attention_layernorm(h)).add_(h)
+                flat = kept.tolist()
+                place = {f: j for j, f in enumerate(dict.fromkeys(flat))}  # a packed pass repeats one as filler
+                h = self.self_attn.kept_into(normed, cos, sin, work, shape, list(place)).add_(hidden[list(place)])
+                h = self.mlp(self.post_attention_layernorm(h)).add_(h)
+                return h if len(place) == len(flat) else h[[place[f] for f in flat]]
+            hidden.add_(self.self_attn.forward_into(normed, cos, sin, work, shape, out))
             normed = self.post_attention_layernorm(hidden, out=work("normed", *size))
             return hidden.add_(mlp_into(self.mlp, normed, work, out))
 
@@ -411,9 +449,12 @@ def _classes() -> Any:
 
         def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                     logits_to_keep: int = 0, use_cache: bool = False, past_key_values: Any = None,
-                    attention_mask: Any = None, keep: torch.Tensor | None = None) -> Output:
+                    attention_mask: Any = None, keep: torch.Tensor | None = None,
+                    workspace: Workspace | None = None) -> Output:
             """Logits [rows, width, vocab], or [rows, k, vocab] at the positions `keep` [rows, k] of each
-            row (their last layer's MLP and the vocabulary projection run on those alone)."""
+            row (their last layer's MLP and the vocabulary projection run on those alone). `workspace`:
+            the buffers the pass writes into, when not the model's own (a thread running passes beside
+            another has its own set)."""
             if use_cache or past_key_values is not None or attention_mask is not None:
                 raise NotImplementedError("the native forward runs whole rows without a cache or a padding mask")
             rows, width = input_ids.shape
@@ -426,7 +467,7 @@ def _classes() -> Any:
             *layers, last = self.model.layers
             on_workspace = self._on_workspace()
             if on_workspace:
-                work, size = self.workspace, (rows * width, self.spec.hidden_size)
+                work, size = workspace or self.workspace, (rows * width, self.spec.hidden_size)
                 hidden = torch.index_select(self.model.embed_tokens.weight, 0, input_ids.reshape(-1),
                                             out=work("hidden", *size))
                 for layer in layers:

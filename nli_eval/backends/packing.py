@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -49,7 +50,13 @@ MIN_SHARED_TOKENS = 8
 
 # The running pass's segments, in order: (start, end, shared start, shared end), where the last two
 # bound the tokens the segment continues from (equal when it is a whole prompt or a shared start).
-_segments: list[tuple[int, int, int, int]] = []
+# Kept per thread: two threads may each run a pass of the native forward (see workers.py).
+_running = threading.local()
+
+
+def running_segments() -> list[tuple[int, int, int, int]] | None:
+    """The segments of the pass this thread runs inside `packed`, or None outside one."""
+    return getattr(_running, "segments", None)
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,8 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     grouped = heads != key.shape[1]
     if out is None:
         out = query.new_empty((1, tokens, heads, dim))
-    for start, end, shared_start, shared_end in _segments:
+    segments = running_segments() or []
+    for start, end, shared_start, shared_end in segments:
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         shared = shared_end - shared_start
         if shared:
@@ -192,7 +200,7 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
         else:
             done = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=grouped)
         out[:, start:end] = done[:, :, shared:].transpose(1, 2)
-    last = _segments[-1][1] if _segments else 0
+    last = segments[-1][1] if segments else 0
     if last < tokens:
         out[:, last:].zero_()
     return out, None
@@ -226,19 +234,25 @@ def _mask(length: int, window: int, device: Any) -> Any:
 
 @contextlib.contextmanager
 def packed(model: Any, segments: list[tuple[int, int, int, int]]) -> Iterator[None]:
-    """Run the model's attention segment by segment (see `_segments`) for the block."""
-    global _segments
-    if not getattr(model, "native", False):  # the native forward calls `attention` itself
-        register()
+    """Run the model's attention segment by segment (see `_running`) for the block, in this thread.
+
+    The native forward asks `running_segments` itself, so its config is left alone and another
+    thread may run a pass of its own meanwhile; a transformers model is switched to the packed
+    attention function through its config for the block.
+    """
+    native = getattr(model, "native", False)
     config = model.config
     before = config._attn_implementation
-    _segments = segments
-    config._attn_implementation = ATTENTION  # the config's setter passes it on to its sub-configs
+    if not native:
+        register()
+        config._attn_implementation = ATTENTION  # the config's setter passes it on to its sub-configs
+    _running.segments = segments
     try:
         yield
     finally:
-        config._attn_implementation = before
-        _segments = []
+        if not native:
+            config._attn_implementation = before
+        _running.segments = None
         _mask.cache_clear()
 
 

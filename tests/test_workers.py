@@ -1,0 +1,169 @@
+"""A stream's packed passes run two at a time on worker threads (backends/workers.py), scoring as one
+pass at a time does."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from nli_eval.backends.causal import CausalLMBackend
+from nli_eval.backends.native import load_native
+from nli_eval.backends.workers import PassWorkers
+from nli_eval.backends.base import Workspace
+from nli_eval.errors import ModelError
+
+from test_native import spec_of
+from test_packing import zero_shot
+
+
+@pytest.fixture
+def two_threads():
+    """torch on two threads for the test (a one-core machine runs it as well), as it was after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def native(path, **kw):
+    model, tok = load_native(spec_of(path))
+    return CausalLMBackend(model, tok, name="t", **kw)
+
+
+def streamed(backend, prompts, window=6):
+    """Scores of `prompts` scored in windows of one stream: {id(prompt): scores}, and what each call returned."""
+    got: dict[int, dict] = {}
+    returned = []
+
+    def on_batch(batch, scores):
+        assert threading.current_thread() is threading.main_thread()  # delivered where submitted
+        for p, s in zip(batch, scores):
+            assert id(p) not in got
+            got[id(p)] = s
+
+    with backend.stream():
+        for first in range(0, len(prompts), window):
+            returned += backend.score(prompts[first:first + window], on_batch=on_batch)
+    return got, returned
+
+
+def record_passes(backend):
+    """Wrap the backend's pass: returns the list of (thread name, width, prompts) it fills."""
+    passes = []
+    real = backend._score_pass
+
+    def recording(batch, ids, positions, work=None):
+        passes.append((threading.current_thread().name, ids.shape[1], sum(len(m) for _, m in batch)))
+        return real(batch, ids, positions, work)
+
+    backend._score_pass = recording
+    return passes
+
+
+def test_workers_hand_results_back_oldest_first_and_give_torch_its_threads_back(two_threads):
+    spaces = [Workspace(), Workspace()]
+    workers = PassWorkers(torch, spaces)
+    delivered, seen_threads, held = [], [], []
+
+    def run(i):
+        def go():
+            seen_threads.append(torch.get_num_threads())
+            time.sleep(0.02 * (3 - i % 3))  # later passes may end first
+            return i, id(workers.local()["work"])
+        return go
+
+    for i in range(6):
+        workers.submit(run(i), delivered.append)
+        held.append(len(workers._pending))
+    workers.drain()
+    workers.close()
+    assert [i for i, _ in delivered] == list(range(6))
+    assert max(held) <= 2 and set(seen_threads) == {1}
+    assert {space for _, space in delivered} <= {id(s) for s in spaces}  # each worker on one of the caller's
+    assert torch.get_num_threads() == 2
+
+    failing = PassWorkers(torch, [Workspace(), Workspace()])
+    failing.submit(lambda: 1 / 0, delivered.append)
+    with pytest.raises(ZeroDivisionError):  # raised where the results are handed back
+        failing.drain()
+    failing.close()
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("batch_size", [3, 8, 16])
+def test_a_stream_on_workers_scores_as_one_pass_at_a_time(tiny_llama, two_threads, batch_size):
+    prompts = zero_shot(60)
+    want, _ = streamed(native(tiny_llama, batch_size=batch_size, pass_workers=False), prompts)
+    backend = native(tiny_llama, batch_size=batch_size)
+    passes = record_passes(backend)
+    got, returned = streamed(backend, prompts)
+    assert len({name for name, _, _ in passes}) == 2  # two workers
+    assert all(name.startswith("nli-eval-pass") for name, _, _ in passes)  # none beside them on this thread
+    assert sum(n for _, _, n in passes) == len(prompts) == len(got)
+    assert all(s is None for s in returned)  # every score came through on_batch
+    for p in prompts:
+        w, g = want[id(p)], got[id(p)]
+        assert all(g[label] == pytest.approx(w[label], abs=1e-5) for label in w)
+    assert torch.get_num_threads() == 2
+
+
+def test_the_last_passes_of_a_stream_share_its_rest_evenly(tiny_llama, two_threads):
+    backend = native(tiny_llama, batch_size=4)
+    passes = record_passes(backend)
+    streamed(backend, zero_shot(45), window=9)
+    *_, (_, a, _), (_, b, _) = passes
+    full = passes[0][1]
+    assert a < full and b < full and abs(a - b) <= 64
+
+
+def test_without_two_threads_or_on_batch_passes_run_one_at_a_time(tiny_llama):
+    prompts = zero_shot(30)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        backend = native(tiny_llama, batch_size=4)
+        passes = record_passes(backend)
+        streamed(backend, prompts)
+    finally:
+        torch.set_num_threads(before)
+    assert passes and all(name == threading.main_thread().name for name, _, _ in passes)
+    backend = native(tiny_llama, batch_size=4)
+    passes = record_passes(backend)
+    with backend.stream():
+        backend.score(prompts)  # no on_batch to hand scores to later
+    assert passes and all(name == threading.main_thread().name for name, _, _ in passes)
+
+
+def test_a_worker_pass_out_of_memory_runs_again_in_smaller_passes(tiny_llama, two_threads):
+    prompts = zero_shot(40)
+    want, _ = streamed(native(tiny_llama, batch_size=16, pass_workers=False), prompts)
+    backend = native(tiny_llama, batch_size=16)
+    longest = max(len(e.context) for e in backend.encode(prompts))
+    limit = max(256, -(-longest // 128) * 128)
+    real = backend._score_pass
+    widths = []
+
+    def bounded(batch, ids, positions, work=None):
+        widths.append(ids.shape[1])
+        if ids.shape[1] > limit:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes")
+        return real(batch, ids, positions, work)
+
+    backend._score_pass = bounded
+    got, _ = streamed(backend, prompts)
+    assert max(widths) > limit and backend._pass_tokens <= limit
+    assert len(got) == len(prompts)
+    for p in prompts:
+        assert all(got[id(p)][label] == pytest.approx(want[id(p)][label], abs=1e-5) for label in want[id(p)])
+
+    def never(batch, ids, positions, work=None):
+        raise MemoryError()
+
+    backend._score_pass = never
+    backend._pass_tokens = None
+    with pytest.raises(ModelError, match="runs out of memory on a pass of"):
+        streamed(backend, prompts)
+    assert torch.get_num_threads() == 2
