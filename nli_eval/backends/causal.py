@@ -400,8 +400,9 @@ class CausalLMBackend:
                                       [(prompts[i], encoded[i]) for i in batch_idx], used, tokens, cut, on_batch)
                     continue
                 try:
+                    own = self._spaces[0] if self._spaces else None  # the workers' first, as they left it
                     scores = self._score_pass([(u.shared, [encoded[i] for i in u.members]) for u in batch],
-                                              ids[:, :cut], positions[:, :cut], self._spaces[0] if self._spaces else None)
+                                              ids[:, :cut], positions[:, :cut], own)
                 except (RuntimeError, MemoryError) as exc:
                     if not is_out_of_memory(exc):
                         raise

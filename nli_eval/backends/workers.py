@@ -7,7 +7,10 @@ every core busy: on a 2-core host a 135M model's 2,048-token pass takes 2,787 ms
 2,629 ms a pass with two running on one thread each (5,093 ms alone on one), with the same bits.
 
 The passes run on worker threads; their results are handed back in the thread that submitted them
-(the caller journals, counts and reports there), oldest first, as it submits more or drains.
+(the caller journals, counts and reports there), oldest first, as it submits more or drains. Passes
+go to the workers in turn, so each worker's passes, and with them the blocks its thread allocates (its
+own heap arena under glibc), are the same from run to run: a run's peak memory does not depend on
+which thread happened to be free first.
 """
 
 from __future__ import annotations
@@ -33,31 +36,32 @@ class PassWorkers:
     def __init__(self, torch: Any, spaces: list[Workspace]) -> None:
         self.torch = torch
         self.workers = len(spaces)
-        self._spaces = list(spaces)
-        self._lock = threading.Lock()
-        workers = self.workers
         self._threads = torch.get_num_threads()
         # Read by each new thread on its first operation (torch's per-thread lazy setup): the workers
         # start after this, so they run on their share.
-        torch.set_num_threads(max(1, self._threads // workers))
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="nli-eval-pass")
-        self._pending: deque[tuple[Future, Callable[[Any], None]]] = deque()
+        torch.set_num_threads(max(1, self._threads // self.workers))
         self._local = threading.local()
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"nli-eval-pass-{i}", initializer=self._begin,
+                                          initargs=(space,)) for i, space in enumerate(spaces)]
+        self._turn = 0
+        self._pending: deque[tuple[Future, Callable[[Any], None]]] = deque()
+
+    def _begin(self, space: Workspace) -> None:
+        self._local.state = {"work": space}
 
     def local(self) -> dict[str, Any]:
         """This worker thread's own state: its `Workspace` under "work", and room for its buffers."""
-        state = getattr(self._local, "state", None)
-        if state is None:
-            with self._lock:
-                state = self._local.state = {"work": self._spaces.pop()}
-        return state
+        return self._local.state
 
     def submit(self, run: Callable[[], Any], deliver: Callable[[Any], None]) -> None:
-        """Run `run()` on a worker; `deliver(result)` is called here later. While every worker is busy
-        this waits for the oldest pass and delivers it first, so at most `workers` passes are held."""
+        """Run `run()` on the next worker in turn; `deliver(result)` is called here later. While every
+        worker is busy this waits for the oldest pass (the next worker's) and delivers it first, so at
+        most `workers` passes are held."""
         while len(self._pending) >= self.workers:
             self._deliver_oldest()
-        self._pending.append((self._pool.submit(run), deliver))
+        pool = self._pools[self._turn]
+        self._turn = (self._turn + 1) % self.workers
+        self._pending.append((pool.submit(run), deliver))
 
     def drain(self) -> None:
         """Wait for every submitted pass and deliver each, oldest first."""
@@ -73,5 +77,6 @@ class PassWorkers:
         for future, _ in self._pending:
             future.cancel()
         self._pending.clear()
-        self._pool.shutdown(wait=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True)
         self.torch.set_num_threads(self._threads)
