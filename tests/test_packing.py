@@ -221,6 +221,17 @@ def test_prompts_with_several_token_label_words_keep_padded_batches(tiny_llama):
     assert shapes[0][0] == 6  # six padded rows, then the label words' further tokens
 
 
+def out_of_memory_above(limit, real, widths):
+    """A backend's `_score_pass` that runs out of memory on passes wider than `limit` tokens, recording
+    the width of every pass tried in `widths`."""
+    def bounded(batch, ids, positions, work=None):
+        widths.append(ids.shape[1])
+        if ids.shape[1] > limit:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes")
+        return real(batch, ids, positions, work)
+    return bounded
+
+
 def test_running_out_of_memory_replans_smaller_passes_with_the_same_scores(tiny_llama, monkeypatch):
     model, tok = load(tiny_llama)
     prompts = zero_shot(30)
@@ -228,16 +239,8 @@ def test_running_out_of_memory_replans_smaller_passes_with_the_same_scores(tiny_
     backend = CausalLMBackend(model, tok, name="t", batch_size=16)
     longest = max(len(e.context) for e in backend.encode(prompts))
     limit = packing.round_up(longest, packing.HALVING_STEP) * 2
-    real = backend._score_pass
     widths = []
-
-    def bounded(batch, ids, positions, work=None):
-        widths.append(ids.shape[1])
-        if ids.shape[1] > limit:
-            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes")
-        return real(batch, ids, positions, work)
-
-    monkeypatch.setattr(backend, "_score_pass", bounded)
+    monkeypatch.setattr(backend, "_score_pass", out_of_memory_above(limit, backend._score_pass, widths))
     got = backend.score(prompts)
     # Each failed pass halves the pass (2048 -> 1024 -> ...) until it fits; then every pass fits.
     failed = [w for w in widths if w > limit]

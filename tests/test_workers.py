@@ -9,14 +9,14 @@ import time
 import pytest
 import torch
 
+from nli_eval.backends.base import Workspace
 from nli_eval.backends.causal import CausalLMBackend
 from nli_eval.backends.native import load_native
 from nli_eval.backends.workers import PassWorkers
-from nli_eval.backends.base import Workspace
 from nli_eval.errors import ModelError
 
 from test_native import spec_of
-from test_packing import zero_shot
+from test_packing import out_of_memory_above, zero_shot
 
 
 @pytest.fixture
@@ -143,16 +143,8 @@ def test_a_worker_pass_out_of_memory_runs_again_in_smaller_passes(tiny_llama, tw
     backend = native(tiny_llama, batch_size=16)
     longest = max(len(e.context) for e in backend.encode(prompts))
     limit = max(256, -(-longest // 128) * 128)
-    real = backend._score_pass
     widths = []
-
-    def bounded(batch, ids, positions, work=None):
-        widths.append(ids.shape[1])
-        if ids.shape[1] > limit:
-            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes")
-        return real(batch, ids, positions, work)
-
-    backend._score_pass = bounded
+    backend._score_pass = out_of_memory_above(limit, backend._score_pass, widths)
     got, _ = streamed(backend, prompts)
     assert max(widths) > limit and backend._pass_tokens <= limit
     assert len(got) == len(prompts)
