@@ -395,23 +395,19 @@ class CausalLMBackend:
                     todo = []
                     break
                 cut = pass_width(used, tokens) if width == tokens else min(tokens, round_up(used, PART_STEP))
+                laid_out = [(u.shared, [encoded[i] for i in u.members]) for u in batch]
                 if workers is not None:
-                    self._submit_pass(workers, [(u.shared, [encoded[i] for i in u.members]) for u in batch],
-                                      [(prompts[i], encoded[i]) for i in batch_idx], used, tokens, cut, on_batch)
+                    self._submit_pass(workers, laid_out, [(prompts[i], encoded[i]) for i in batch_idx], used, tokens,
+                                      cut, on_batch)
                     continue
                 try:
                     own = self._spaces[0] if self._spaces else None  # the workers' first, as they left it
-                    scores = self._score_pass([(u.shared, [encoded[i] for i in u.members]) for u in batch],
-                                              ids[:, :cut], positions[:, :cut], own)
+                    scores = self._score_pass(laid_out, ids[:, :cut], positions[:, :cut], own)
                 except (RuntimeError, MemoryError) as exc:
                     if not is_out_of_memory(exc):
                         raise
-                    smaller = round_up(tokens // 2, HALVING_STEP)
-                    if smaller < longest or smaller >= tokens:
-                        raise ModelError(f"model {self.info.model} runs out of memory on a pass of {tokens} tokens "
-                                         f"holding a prompt of {longest}; finished examples are cached; try a "
-                                         f"smaller --max-length or a device with more memory") from None
-                    tokens = self._pass_tokens = smaller  # replan what is left: smaller passes, same scores
+                    # Replan what is left: smaller passes, same scores.
+                    tokens = self._pass_tokens = self._halved_pass(tokens, longest)
                     break
                 for i, s in zip(batch_idx, scores):
                     results[i] = s
@@ -451,12 +447,7 @@ class CausalLMBackend:
 
         def deliver(scores: Any) -> None:
             if isinstance(scores, BaseException):
-                longest = max(len(e.context) for _, e in pairs)
-                smaller = round_up(tokens // 2, HALVING_STEP)
-                if smaller < longest or smaller >= tokens:
-                    raise ModelError(f"model {self.info.model} runs out of memory on a pass of {tokens} tokens "
-                                     f"holding a prompt of {longest}; finished examples are cached; try a "
-                                     f"smaller --max-length or a device with more memory") from None
+                smaller = self._halved_pass(tokens, max(len(e.context) for _, e in pairs))
                 self._pass_tokens = min(self._pass_tokens or tokens, smaller)
                 self._stream.setdefault("retry", []).extend(pairs)  # the stream's next call runs them
                 return
@@ -464,6 +455,16 @@ class CausalLMBackend:
             on_batch([p for p, _ in pairs], scores)
 
         workers.submit(run, deliver)
+
+    def _halved_pass(self, tokens: int, longest: int) -> int:
+        """The pass size after a pass of `tokens` ran out of memory: half, or a ModelError when half
+        would not hold the longest prompt left (`longest` tokens)."""
+        smaller = round_up(tokens // 2, HALVING_STEP)
+        if smaller < longest or smaller >= tokens:
+            raise ModelError(f"model {self.info.model} runs out of memory on a pass of {tokens} tokens "
+                             f"holding a prompt of {longest}; finished examples are cached; try a "
+                             f"smaller --max-length or a device with more memory") from None
+        return smaller
 
     def _score_pass(self, batch: list[tuple[int, list[Encoded]]], ids: Any, positions: Any,
                     work: Workspace | None = None) -> list[dict[Label, float]]:

@@ -280,12 +280,8 @@ def _classes() -> Any:
             """`forward` on x [positions, hidden] of a [rows, width] input, every wide activation in
             `work`'s buffers and the output in `out`."""
             (rows, width), positions = shape, x.shape[0]
-
-            def heads(name: str, layer: torch.nn.Linear) -> torch.Tensor:
-                flat = linear_into(x, layer, work(name, positions, layer.out_features))
-                return flat.view(rows, width, -1, self.head_dim).transpose(1, 2)
-
-            q, k, v = heads("query", self.q_proj), heads("key", self.k_proj), heads("value", self.v_proj)
+            q, k, v = (self.heads_into(x, name, layer, work, shape)
+                       for name, layer in (("query", self.q_proj), ("key", self.k_proj), ("value", self.v_proj)))
             q = _rotate(q, cos, sin, out=work("rotated_query", *q.shape))
             k = _rotate(k, cos, sin, out=work("rotated_key", *k.shape))
             attended = work("attended", rows, width, q.shape[1], self.head_dim)
@@ -298,19 +294,21 @@ def _classes() -> Any:
                                                               enable_gqa=self.grouped).transpose(1, 2))
             return linear_into(attended.view(positions, -1), self.o_proj, out)
 
+        def heads_into(self, x: torch.Tensor, name: str, layer: torch.nn.Linear, work: Workspace,
+                       shape: tuple[int, int]) -> torch.Tensor:
+            """`layer(x)` for x [positions, hidden] in `work`'s buffer `name`, as heads [rows, heads, width, dim]."""
+            flat = linear_into(x, layer, work(name, x.shape[0], layer.out_features))
+            return flat.view(*shape, -1, self.head_dim).transpose(1, 2)
+
         def kept_into(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, work: Workspace,
                       shape: tuple[int, int], kept: list[int]) -> torch.Tensor:
             """`forward_into`'s output at the flat positions `kept` alone [len(kept), hidden]: keys and
             values for every position, the queries, attention and output projection for those only (in a
             last layer nothing reads the others). Each kept position attends to what it would in the
             whole pass: its row up to itself, or in a packed pass its prompt (shared start included)."""
-            (rows, width), positions = shape, x.shape[0]
-
-            def heads(name: str, layer: torch.nn.Linear) -> torch.Tensor:
-                flat = linear_into(x, layer, work(name, positions, layer.out_features))
-                return flat.view(rows, width, -1, self.head_dim).transpose(1, 2)
-
-            k, v = heads("key", self.k_proj), heads("value", self.v_proj)
+            rows, width = shape
+            k, v = (self.heads_into(x, name, layer, work, shape) for name, layer in (("key", self.k_proj),
+                                                                                      ("value", self.v_proj)))
             k = _rotate(k, cos, sin, out=work("rotated_key", *k.shape))
             at = torch.tensor(kept)
             q = self.q_proj(x[at]).view(len(kept), -1, 1, self.head_dim)  # [kept, heads, 1, dim]
@@ -394,7 +392,8 @@ def _classes() -> Any:
             if kept is not None:
                 flat = kept.tolist()
                 place = {f: j for j, f in enumerate(dict.fromkeys(flat))}  # a packed pass repeats one as filler
-                h = self.self_attn.kept_into(normed, cos, sin, work, shape, list(place)).add_(hidden[list(place)])
+                unique = list(place)
+                h = self.self_attn.kept_into(normed, cos, sin, work, shape, unique).add_(hidden[unique])
                 h = self.mlp(self.post_attention_layernorm(h)).add_(h)
                 return h if len(place) == len(flat) else h[[place[f] for f in flat]]
             hidden.add_(self.self_attn.forward_into(normed, cos, sin, work, shape, out))
