@@ -230,14 +230,17 @@ def execute(config: "object", report: bool = True, owns_process: bool = False) -
 
     runner = Runner(config, log=lambda m: print(f"nli-eval: {m}", file=sys.stderr),  # type: ignore[arg-type]
                     owns_process=owns_process)
-    if config.output_dir and runner.ranks.is_main:  # type: ignore[attr-defined]
-        from pathlib import Path
-        out = Path(config.output_dir)  # type: ignore[attr-defined]
-        # Held until the report is written too: two runs never write one output directory at once.
-        with directory_lock(out):
-            remove_stale_temps(out, "samples", "report")  # left by a run killed mid-write
-            return _finish(runner, runner.run(), config, report)
-    return _finish(runner, runner.run(), config, report)
+    try:
+        if config.output_dir and runner.ranks.is_main:  # type: ignore[attr-defined]
+            from pathlib import Path
+            out = Path(config.output_dir)  # type: ignore[attr-defined]
+            # Held until the report is written too: two runs never write one output directory at once.
+            with directory_lock(out):
+                remove_stale_temps(out, "samples", "report")  # left by a run killed mid-write
+                return _finish(runner, runner.run(), config, report)
+        return _finish(runner, runner.run(), config, report)
+    finally:
+        runner.ranks.close()  # type: ignore[attr-defined]
 
 
 def _finish(runner: "object", record: "object", config: "object", report: bool) -> int:

@@ -34,6 +34,16 @@ class Ranks:
         if self.world > 1:
             self.state.wait_for_everyone()
 
+    def close(self) -> None:
+        """Leave the process group before the interpreter exits: a gloo group torn down by the process's
+        exit instead aborts it now and then ("terminate called without an active exception")."""
+        if self.world <= 1:
+            return
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def detect() -> Ranks:
     """The process group this process belongs to; builds accelerate's state only when launched with several."""
