@@ -3,6 +3,7 @@ pass at a time does."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -91,6 +92,37 @@ def test_workers_hand_results_back_oldest_first_and_give_torch_its_threads_back(
         failing.drain()
     failing.close()
     assert torch.get_num_threads() == 2
+
+
+def mapping_of(address):
+    """(start, end, permissions, name) of the mapping of this process holding `address` (/proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms, *rest = line.split()
+            start, end = (int(x, 16) for x in span.split("-"))
+            if start <= address < end:
+                return start, end, perms, rest[3] if len(rest) > 3 else ""
+    raise AssertionError("address in no mapping")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_workspace_keeps_wide_buffers_in_private_mappings_of_their_own():
+    # A pass worker's heap then holds small blocks alone, the same ones every run (see base.Workspace).
+    # (The kernel may merge a mapping with a neighbour: each buffer is checked to lie in private
+    # anonymous memory, not in the heap.)
+    work = Workspace()
+    for rows in (512, 256, 1024):  # 2 MB, a smaller request, a larger one (the buffer grows)
+        buffer = work("gate", rows, 1024)
+        start, end, perms, name = mapping_of(buffer.data_ptr())
+        assert buffer.data_ptr() % 64 == 0 and buffer.data_ptr() + buffer.numel() * 4 <= end
+        assert perms == "rw-p" and name == ""
+        assert buffer.is_contiguous() and buffer.shape == (rows, 1024)
+    assert work.existing("gate").data_ptr() == buffer.data_ptr() and work.nbytes() == 4 << 20
+    other = work("up", 512, 1024)  # starts elsewhere in its page than the one before it: other cache sets
+    assert other.data_ptr() % 4096 != buffer.data_ptr() % 4096
+    part = work("gate", 8, 1024)  # the first elements of the same buffer, values kept
+    buffer.fill_(1.5)
+    assert part.data_ptr() == buffer.data_ptr() and float(part.sum()) == 1.5 * 8 * 1024
 
 
 @pytest.mark.parametrize("batch_size", [3, 8, 16])

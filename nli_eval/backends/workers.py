@@ -26,7 +26,7 @@ from .base import Workspace
 # would hold more activations without more speed.
 WORKERS = 2
 # The room a worker's heap arena starts with (see `PassWorkers._begin`).
-ARENA_START_BYTES = 16 << 20
+ARENA_START_BYTES = 12 << 20
 
 
 class PassWorkers:
@@ -51,9 +51,11 @@ class PassWorkers:
     def _begin(self, space: Workspace) -> None:
         self._local.state = {"work": space}
         # A worker's heap arena starts with room to spare (touched, then freed: the command line's
-        # allocator keeps it, see base.steady_heap). Started bare, it grew whenever a pass met a longer
-        # prompt than any before, so a long run peaked above a short one (1,000 ANLI examples 3 MB over
-        # 100); started with this, both peaked lower, the long run no higher.
+        # allocator keeps it, see base.steady_heap). The arena holds a pass's small blocks (its wide
+        # ones are the Workspace's own mappings): the matrix library's 6 MB scratch and each prompt's
+        # attention blocks, 7.6 MB for 100 ANLI examples. Started bare, it grew whenever a pass met a
+        # longer prompt than any before (8.8 MB for 1,000 examples); 12 MB holds both, and the
+        # attention of a prompt as long as a whole 2,048-token pass.
         spare = self.torch.ones(ARENA_START_BYTES // 4)
         del spare
 
