@@ -130,9 +130,14 @@ def test_a_stream_on_workers_scores_as_one_pass_at_a_time(tiny_llama, two_thread
     prompts = zero_shot(60)
     want, _ = streamed(native(tiny_llama, batch_size=batch_size, pass_workers=False), prompts)
     backend = native(tiny_llama, batch_size=batch_size)
+    told = []
+    backend.on_new_info = told.append
     passes = record_passes(backend)
+    assert "pass_workers" not in backend.info.extra
     got, returned = streamed(backend, prompts)
     assert len({name for name, _, _ in passes}) == 2  # two workers
+    assert backend.info.extra["pass_workers"] == "2" and told == [backend.info]  # for results.json, once
+    assert backend.info.extra["forward"] == "native"
     assert all(name.startswith("nli-eval-pass") for name, _, _ in passes)  # none beside them on this thread
     assert sum(n for _, _, n in passes) == len(prompts) == len(got)
     assert all(s is None for s in returned)  # every score came through on_batch
@@ -162,6 +167,7 @@ def test_without_two_threads_or_on_batch_passes_run_one_at_a_time(tiny_llama):
     finally:
         torch.set_num_threads(before)
     assert passes and all(name == threading.main_thread().name for name, _, _ in passes)
+    assert "pass_workers" not in backend.info.extra
     backend = native(tiny_llama, batch_size=4)
     passes = record_passes(backend)
     with backend.stream():

@@ -158,9 +158,10 @@ class CausalLMBackend:
         release_memory(self.device)
         with collector_paused():
             extra = self._adopt(load())
-        self.info = replace(self.info, extra={"add_bos": self.info.extra["add_bos"], **extra})
-        if self.on_new_info is not None:
-            self.on_new_info(self.info)
+        # The run's earlier passes ran on workers, if any did: still said.
+        kept = {k: self.info.extra[k] for k in ("add_bos", "pass_workers") if k in self.info.extra}
+        self.info = replace(self.info, extra=kept)
+        self._note_info(**extra)
 
     # -- tokenization ---------------------------------------------------------------------
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
@@ -247,7 +248,15 @@ class CausalLMBackend:
             if use and len(self._spaces) < WORKERS:
                 self._spaces = [self.model.workspace] + [Workspace() for _ in range(WORKERS - 1)]
             stream["workers"] = PassWorkers(self.torch, self._spaces) if use else None
+            if use and "pass_workers" not in self.info.extra:
+                self._note_info(pass_workers=str(WORKERS))  # results.json says how the passes ran
         return stream["workers"]
+
+    def _note_info(self, **details: str) -> None:
+        """Add `details` to the backend's info and hand it to `on_new_info` (the run records it)."""
+        self.info = replace(self.info, extra={**self.info.extra, **details})
+        if self.on_new_info is not None:
+            self.on_new_info(self.info)
 
     def _stop_workers(self, drain: bool = True, final: bool = False) -> None:
         """Deliver (with `drain`) and stop the stream's pass workers: what runs next has every thread
