@@ -197,3 +197,19 @@ def test_a_worker_pass_out_of_memory_runs_again_in_smaller_passes(tiny_llama, tw
     with pytest.raises(ModelError, match="runs out of memory on a pass of"):
         streamed(backend, prompts)
     assert torch.get_num_threads() == 2
+
+
+def test_a_run_that_gives_way_to_transformers_still_says_its_passes_ran_on_workers(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = load_native(spec_of(tiny_llama))
+    backend = CausalLMBackend(model, tok, name="t",
+                              transformers_model=lambda: AutoModelForCausalLM.from_pretrained(tiny_llama).eval())
+    told = []
+    backend.on_new_info = told.append
+    backend._note_info(pass_workers="2")  # as a stream's first packed pass on workers does
+    add_bos = backend.info.extra["add_bos"]
+    backend._use_transformers_model()  # as prompts that need a key/value cache do
+    extra = backend.info.extra
+    assert extra["forward"] == "transformers" and extra["pass_workers"] == "2" and extra["add_bos"] == add_bos
+    assert told[-1] is backend.info and len(told) == 2
