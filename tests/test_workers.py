@@ -207,7 +207,7 @@ def test_a_run_that_gives_way_to_transformers_still_says_its_passes_ran_on_worke
                               transformers_model=lambda: AutoModelForCausalLM.from_pretrained(tiny_llama).eval())
     told = []
     backend.on_new_info = told.append
-    backend._note_info(pass_workers="2")  # as a stream's first packed pass on workers does
+    backend._note_info({**backend.info.extra, "pass_workers": "2"})  # as a stream's first pass on workers does
     add_bos = backend.info.extra["add_bos"]
     backend._use_transformers_model()  # as prompts that need a key/value cache do
     extra = backend.info.extra

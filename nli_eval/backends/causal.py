@@ -158,10 +158,9 @@ class CausalLMBackend:
         release_memory(self.device)
         with collector_paused():
             extra = self._adopt(load())
-        # The run's earlier passes ran on workers, if any did: still said.
+        # What the new model says, and what still holds: add_bos, and workers for the run's earlier passes.
         kept = {k: self.info.extra[k] for k in ("add_bos", "pass_workers") if k in self.info.extra}
-        self.info = replace(self.info, extra=kept)
-        self._note_info(**extra)
+        self._note_info({**kept, **extra})
 
     # -- tokenization ---------------------------------------------------------------------
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
@@ -249,12 +248,12 @@ class CausalLMBackend:
                 self._spaces = [self.model.workspace] + [Workspace() for _ in range(WORKERS - 1)]
             stream["workers"] = PassWorkers(self.torch, self._spaces) if use else None
             if use and "pass_workers" not in self.info.extra:
-                self._note_info(pass_workers=str(WORKERS))  # results.json says how the passes ran
+                self._note_info({**self.info.extra, "pass_workers": str(WORKERS)})  # results.json says so
         return stream["workers"]
 
-    def _note_info(self, **details: str) -> None:
-        """Add `details` to the backend's info and hand it to `on_new_info` (the run records it)."""
-        self.info = replace(self.info, extra={**self.info.extra, **details})
+    def _note_info(self, extra: dict[str, str]) -> None:
+        """The backend's info with these details, handed to `on_new_info` (the run records it)."""
+        self.info = replace(self.info, extra=extra)
         if self.on_new_info is not None:
             self.on_new_info(self.info)
 

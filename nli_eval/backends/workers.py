@@ -56,8 +56,7 @@ class PassWorkers:
         # attention blocks, 7.6 MB for 100 ANLI examples. Started bare, it grew whenever a pass met a
         # longer prompt than any before (8.8 MB for 1,000 examples); 12 MB holds both, and the
         # attention of a prompt as long as a whole 2,048-token pass.
-        spare = self.torch.ones(ARENA_START_BYTES // 4)
-        del spare
+        self.torch.ones(ARENA_START_BYTES // 4)  # made and freed at once
 
     def local(self) -> dict[str, Any]:
         """This worker thread's own state: its `Workspace` under "work", and room for its buffers."""
