@@ -355,6 +355,9 @@ class Runner:
             if k:
                 sampler.check(k)
             model = backend()
+            if self.owns_process:  # the allocator's pools a long run would touch one by one: now, at once
+                from .backends.base import touch_small_object_pools
+                touch_small_object_pools()
             # The scoring phase starts once the model is loaded: prompts are built and scored.
             scoring_started, tokens_before = time.perf_counter(), getattr(model, "tokens_run", 0)
             builder = PromptBuilder(prep.template, prep.task.label_space)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -341,14 +342,43 @@ def test_the_command_line_steadies_the_heap_and_a_library_run_does_not(tiny_llam
 
     import gc
 
-    calls = []
+    calls, touched = [], []
     monkeypatch.setattr(base, "steady_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(base, "touch_small_object_pools", lambda: touched.append(1) or 0)
     monkeypatch.setattr(gc, "freeze", lambda: None)  # the command line's collector policy: not for this process
     for owns in (False, True):
         cfg = RunConfig(models=(str(tiny_llama),), tasks=("anli_r1",), split="dev", data_dir=str(anli_hub), limit=3,
                         output_dir=str(tmp_path / str(owns)), progress=False, backend=BackendOptions(batch_size=4))
         Runner(cfg, owns_process=owns).run()
         assert len(calls) == int(owns)
+        assert len(touched) == int(owns)  # once a task, with the model loaded
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython" or not sys.platform.startswith("linux"),
+                    reason="CPython's small-object allocator, statistics printed through the C library")
+def test_touching_the_small_object_pools_fills_every_arena_and_gives_the_filler_back():
+    script = textwrap.dedent("""
+        import sys
+        from nli_eval.backends.base import POOL_FILL_LIMIT, small_object_arenas, touch_small_object_pools
+
+        before = small_object_arenas()
+        made = touch_small_object_pools()
+        after = small_object_arenas()
+        # Filled until a new arena was taken; freed, at most that one (empty) is kept.
+        assert isinstance(before, int) and before >= 1, before
+        assert 0 < made < POOL_FILL_LIMIT and after in (before, before + 1), (made, before, after)
+        # The pools it touched are free again: small objects made now take no new arena.
+        held = [bytes(400) for _ in range(made // 2 // 433)]
+        assert small_object_arenas() == after
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    # Where Python's objects come from malloc, nothing is known and nothing is made.
+    plain = subprocess.run([sys.executable, "-c", "from nli_eval.backends.base import small_object_arenas as a, "
+                            "touch_small_object_pools as t; print(a(), t())"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONMALLOC": "malloc"})
+    assert plain.stdout.strip() == "None 0", plain.stderr[-2000:]
 
 
 def test_a_streams_windows_pack_across_their_ends(tiny_llama):
