@@ -347,7 +347,7 @@ class Runner:
             todo = array("q", (i for i in prep.order if not is_done[i]))
         del cached
         start, stop = self.ranks.shard(len(todo))
-        mine = todo[start:stop]
+        mine = todo if (start, stop) == (0, len(todo)) else todo[start:stop]  # one process: no copy
         sheet = ScoreSheet(len(mine))
         scoring_seconds, tokens = 0.0, 0
         if mine:
@@ -402,6 +402,7 @@ class Runner:
             got = scored.sheet.get(j)
             if got is not None:
                 fresh[ex.id] = got
+        scored.sheet.close()
         for part in self.ranks.gather(fresh):
             fresh.update(part)
         self.scored_all += len(fresh)

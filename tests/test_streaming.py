@@ -71,6 +71,31 @@ def test_score_sheet_keeps_scores_exactly():
     assert list(sheet.get(0)[0]) == [E, N, C]  # the first example's label order
     assert sheet.get(3) == ({E: -1.0, C: -2.0}, False)
     assert sheet.get(1) is None and len(sheet) == 3
+    sheet.put(1, {E: 0.0, N: -7.25, C: -1e9}, False)  # between two written places, after them
+    assert sheet.get(1) == ({E: 0.0, N: -7.25, C: -1e9}, False) and sheet.get(2)[0][N] == -1e-300
+    sheet.close()
+
+
+def test_score_sheet_keeps_its_scores_out_of_memory(monkeypatch):
+    # The scores wait in a temporary file: memory holds two bytes a place, whatever the labels.
+    sheet = ScoreSheet(100_000)
+    sheet.put(99_999, {E: -0.5, N: -1.5, C: -2.5}, True)
+    assert not hasattr(sheet, "_values") and len(sheet._filled) + len(sheet._truncated) == 200_000
+    assert sheet.get(99_999) == ({E: -0.5, N: -1.5, C: -2.5}, True) and len(sheet) == 1
+    sheet.close()
+
+    import tempfile
+
+    class Full:
+        def seek(self, _pos):
+            pass
+
+        def write(self, _data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **_: Full())
+    with pytest.raises(OutputError, match="No space left on device.*TMPDIR"):
+        ScoreSheet(3).put(0, {E: -1.0, N: -2.0, C: -3.0}, False)
 
 
 def test_examples_sharing_a_premise_are_scored_together_after_the_rest():
