@@ -43,8 +43,11 @@ class Check:
 
     def line(self) -> str:
         sign = ">=" if self.at_least else "<="
-        # Four significant digits: a ratio a hair over its limit must not print as the limit itself.
-        return (f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.value:.4g}{self.unit} "
+        # Four significant digits, more where a ratio a hair off its limit would print as the limit itself.
+        digits = 4
+        while digits < 9 and self.value != self.limit and float(f"{self.value:.{digits}g}") == self.limit:
+            digits += 1
+        return (f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.value:.{digits}g}{self.unit} "
                 f"(target {sign} {self.limit:.3g}{self.unit})")
 
 
@@ -170,8 +173,9 @@ def growth(args, model: Path, work: Path) -> list[Check]:
     oneDNN path), so the check asks that the median 10 N run peak no higher than the highest N run, and
     prints the ratio of the medians beside it. Where they stay in kept buffers (the native forward on
     the BLAS) every run of a size peaks alike, and the check sees what a longer run holds beyond the
-    scoring: a run streams its examples from a temporary file in windows of 64 and keeps ~40 bytes an
-    example while the model is loaded."""
+    scoring: a run streams its examples from a temporary file in windows of 64 and keeps ~18 bytes an
+    example while the model is loaded (its place in the scoring order and where it starts, and two flags;
+    the scores wait in a temporary file)."""
     small, large = args.scale_n, 10 * args.scale_n
     for n in (small, large):
         slice_anli(args.anli, n, work / f"scale_{n}")
@@ -184,15 +188,15 @@ def growth(args, model: Path, work: Path) -> list[Check]:
                 raise SystemExit(f"--anli has only {len(run.predictions)} rows; the growth check needs {large}")
             runs[n].append(run)
             print(f"growth run {r + 1}: {n} examples, scoring {run.scoring_seconds:.1f} s, whole process "
-                  f"{run.process.wall:.1f} s, peak RSS {run.process.peak_rss_mb:.1f} MB", flush=True)
+                  f"{run.process.wall:.1f} s, peak RSS {run.process.peak_rss_mb:.2f} MB", flush=True)
     scoring = {n: median(run.scoring_seconds for run in rs) for n, rs in runs.items()}
     peaks = {n: sorted(run.process.peak_rss_mb for run in rs) for n, rs in runs.items()}
     tokens = runs[large][0].tokens / runs[small][0].tokens
     print(f"growth: {small} -> {large} examples (0-shot nli-eval, medians of {args.scale_repeats} runs): scoring "
           f"{scoring[small]:.1f}s -> {scoring[large]:.1f}s ({scoring[large] / scoring[small]:.2f}x; tokens "
-          f"{tokens:.2f}x); peak RSS {median(peaks[small]):.1f} -> {median(peaks[large]):.1f} MB "
-          f"({median(peaks[large]) / median(peaks[small]):.4f}x); peak RSS of each run: "
-          f"{small}: {', '.join(f'{p:.1f}' for p in peaks[small])}; {large}: {', '.join(f'{p:.1f}' for p in peaks[large])}",
+          f"{tokens:.2f}x); peak RSS {median(peaks[small]):.2f} -> {median(peaks[large]):.2f} MB "
+          f"({median(peaks[large]) / median(peaks[small]):.5f}x); peak RSS of each run: "
+          f"{small}: {', '.join(f'{p:.2f}' for p in peaks[small])}; {large}: {', '.join(f'{p:.2f}' for p in peaks[large])}",
           flush=True)
     return [Check(f"scoring time for 10x the examples ({small} -> {large})", scoring[large] / scoring[small], 10.5),
             Check(f"peak RSS for 10x the examples, median {large}-example run / highest {small}-example run",
